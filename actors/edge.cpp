@@ -1,0 +1,363 @@
+// The edge (see edge.hpp). Hot path: topic_events → encode each event once → on_frames per
+// session (a pointer append and at most one post in the session's inbox).
+
+#include "actors/edge.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "protocols/sse.hpp"
+
+namespace relay {
+
+namespace {
+
+using topic_entry = edge_state::topic;
+using subscription = edge_state::subscription;
+
+/// Re-subscribe attempts after a topic went down abnormally (its supervisor restarts it), and the
+/// pause between them: the shard may not have processed the down message yet.
+constexpr unsigned max_resubscribe_attempts = 40;
+constexpr auto resubscribe_pause = std::chrono::milliseconds(50);
+constexpr auto subscribe_timeout = std::chrono::seconds(10);
+
+subscription* find_sub(topic_entry& tp, uint64_t id) {
+  for (auto& s : tp.subs)
+    if (s.id == id)
+      return &s;
+  return nullptr;
+}
+
+/// Stops listening to a topic nobody on this node follows any more.
+void release_topic(edge_actor_type* self, const std::string& name) {
+  auto& st = self->state;
+  auto it = st.topics.find(name);
+  if (it == st.topics.end() || !it->second.subs.empty())
+    return;
+  if (auto& owner = it->second.owner) {
+    self->send(owner, unsubscribe_atom::value, caf::actor_cast<caf::actor>(self));
+    self->demonitor(owner);
+    st.topic_by_owner.erase(owner.address());
+  }
+  st.topics.erase(it);
+}
+
+void remove_sub(edge_actor_type* self, topic_entry& tp, uint64_t id) {
+  auto& st = self->state;
+  auto it = std::find_if(tp.subs.begin(), tp.subs.end(),
+                         [id](const subscription& s) { return s.id == id; });
+  if (it == tp.subs.end())
+    return;
+  if (it->acked)
+    node_counters::add(st.counters->subscriptions, -1);
+  st.topic_of.erase(id);
+  *it = std::move(tp.subs.back());
+  tp.subs.pop_back();
+}
+
+frame_ptr cached_frame(const topic_entry& tp, const event& e) {
+  if (tp.recent.empty())
+    return nullptr;
+  auto first = tp.recent.front()->seq;
+  if (e.seq < first || e.seq - first >= tp.recent.size())
+    return nullptr;
+  auto& f = tp.recent[static_cast<std::size_t>(e.seq - first)];
+  return f->seq == e.seq ? f : nullptr;
+}
+
+void remember(topic_entry& tp, const frame_ptr& f) {
+  if (!tp.recent.empty() && tp.recent.back()->seq + 1 != f->seq)
+    tp.recent.clear();
+  tp.recent.push_back(f);
+  if (tp.recent.size() > recent_frames)
+    tp.recent.pop_front();
+}
+
+void request_subscribe(edge_actor_type* self, const std::string& name, uint64_t sub_id,
+                       const caller& who, uint64_t after);
+
+void on_sub_error(edge_actor_type* self, const std::string& name, uint64_t sub_id,
+                  const caf::error& err) {
+  auto& st = self->state;
+  auto t = st.topics.find(name);
+  if (t == st.topics.end())
+    return;
+  auto sub = find_sub(t->second, sub_id);
+  if (!sub)
+    return;
+  // A CAF-level failure (the run died while answering, the shard still had its old handle) is
+  // transient while a supervisor restarts the run: try again shortly, a bounded number of times.
+  if (err.category() != error_category && sub->retries < max_resubscribe_attempts) {
+    ++sub->retries;
+    self->delayed_send(self, resubscribe_pause, resub_atom::value, sub_id);
+    return;
+  }
+  auto why = from_caf_error(err);
+  if (auto out = sub->out.lock()) {
+    if (!sub->acked)
+      out->on_subscribed(sub_id, why);
+    else
+      out->on_closed(sub_id, why);
+  }
+  remove_sub(self, t->second, sub_id);
+  release_topic(self, name);
+}
+
+/// The topic answered a subscribe: hand the replay to the session, then it is live.
+void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id,
+               replay_reply& r) {
+  auto& st = self->state;
+  auto t = st.topics.find(name);
+  if (t == st.topics.end()) {
+    // Unsubscribed while the answer was on its way: the topic registered us for nothing.
+    self->send(r.topic_actor, unsubscribe_atom::value, caf::actor_cast<caf::actor>(self));
+    return;
+  }
+  auto& tp = t->second;
+  if (tp.owner != r.topic_actor) {
+    if (tp.owner) {
+      self->demonitor(tp.owner);
+      st.topic_by_owner.erase(tp.owner.address());
+    }
+    tp.owner = r.topic_actor;
+    tp.recent.clear();
+    self->monitor(tp.owner);
+    st.topic_by_owner[tp.owner.address()] = name;
+  }
+  auto sub = find_sub(tp, sub_id);
+  if (!sub)
+    return;
+  auto out = sub->out.lock();
+  if (!out) {
+    remove_sub(self, tp, sub_id);
+    release_topic(self, name);
+    return;
+  }
+  if (!sub->acked) {
+    out->on_subscribed(sub_id, subscribe_ok{r.last_seq, !r.gap});
+    sub->acked = true;
+    node_counters::add(st.counters->subscriptions, 1);
+  }
+  auto& frames = st.scratch;
+  frames.clear();
+  if (r.gap && r.gap_to > sub->sent_seq)
+    frames.push_back(encode_gap(std::max(r.gap_from, sub->sent_seq + 1), r.gap_to, sub->format));
+  bool terminal = false;
+  std::size_t events = 0;
+  for (auto& e : r.events) {
+    if (e.seq <= sub->sent_seq)
+      continue;
+    auto f = sub->format == wire_format::sse ? cached_frame(tp, e) : nullptr;
+    if (!f)
+      f = encode_frame(e, sub->format, terminal_type(name, e.type));
+    terminal = terminal || f->terminal;
+    frames.push_back(std::move(f));
+    ++events;
+  }
+  if (!frames.empty())
+    out->on_frames(sub_id, frames.data(), frames.size());
+  frames.clear();
+  node_counters::add(st.counters->events_out, events);
+  sub->sent_seq = std::max(sub->sent_seq, r.last_seq);
+  sub->live = true;
+  sub->retries = 0;
+  if (!terminal && r.ended)
+    out->on_closed(sub_id, error{errc::not_found, "the run has ended"});
+  if (terminal || r.ended) {
+    remove_sub(self, tp, sub_id);
+    release_topic(self, name);
+  }
+}
+
+void request_subscribe(edge_actor_type* self, const std::string& name, uint64_t sub_id,
+                       const caller& who, uint64_t after) {
+  auto id = name.substr(4);  // "run:<id>"
+  self
+    ->request(self->state.shard, subscribe_timeout, caf::subscribe_atom::value, std::move(id), who,
+              after, caf::actor_cast<caf::actor>(self))
+    .then([=](replay_reply& r) { on_replay(self, name, sub_id, r); },
+          [=](caf::error& err) { on_sub_error(self, name, sub_id, err); });
+}
+
+/// Live events of a topic: encode each once, hand the shared frames to every live session.
+void on_events(edge_actor_type* self, topic_events& msg) {
+  auto& st = self->state;
+  auto t = st.topics.find(msg.topic);
+  if (t == st.topics.end() || msg.events.empty()) {
+    // A stale registration (we released the topic while events were in flight): say so again.
+    if (t == st.topics.end())
+      if (auto src = caf::actor_cast<caf::actor>(self->current_sender()))
+        self->send(src, unsubscribe_atom::value, caf::actor_cast<caf::actor>(self));
+    return;
+  }
+  auto& tp = t->second;
+  auto& frames = st.scratch;
+  frames.clear();
+  bool terminal = false;
+  for (auto& e : msg.events) {
+    auto f = encode_frame(e, wire_format::sse, terminal_type(msg.topic, e.type));
+    terminal = terminal || f->terminal;
+    remember(tp, f);
+    frames.push_back(std::move(f));
+  }
+  node_counters::add(st.counters->frames_encoded, frames.size());
+  uint64_t first = frames.front()->seq;
+  uint64_t last = frames.back()->seq;
+  uint64_t delivered = 0;
+  std::vector<uint64_t> finished;
+  for (auto& sub : tp.subs) {
+    if (!sub.live)
+      continue;  // its replay is on the way and covers these events
+    auto out = sub.out.lock();
+    if (!out) {
+      finished.push_back(sub.id);
+      continue;
+    }
+    if (sub.sent_seq >= last)
+      continue;
+    std::size_t from = sub.sent_seq >= first ? static_cast<std::size_t>(sub.sent_seq - first + 1) : 0;
+    out->on_frames(sub.id, frames.data() + from, frames.size() - from);
+    delivered += frames.size() - from;
+    sub.sent_seq = last;
+    if (terminal)
+      finished.push_back(sub.id);
+  }
+  frames.clear();
+  node_counters::add(st.counters->events_out, delivered);
+  if (!finished.empty()) {
+    for (auto id : finished)
+      remove_sub(self, tp, id);
+    release_topic(self, msg.topic);
+  }
+}
+
+void on_topic_down(edge_actor_type* self, caf::down_msg& dm) {
+  auto& st = self->state;
+  auto o = st.topic_by_owner.find(dm.source);
+  if (o == st.topic_by_owner.end())
+    return;
+  auto name = std::move(o->second);
+  st.topic_by_owner.erase(o);
+  auto t = st.topics.find(name);
+  if (t == st.topics.end())
+    return;
+  auto& tp = t->second;
+  tp.owner = nullptr;
+  tp.recent.clear();
+  if (dm.reason == caf::exit_reason::normal || dm.reason == caf::exit_reason::user_shutdown) {
+    // Passivated or stopped: the streams end; clients resume wherever the topic lives next.
+    for (auto& sub : tp.subs) {
+      if (auto out = sub.out.lock())
+        out->on_closed(sub.id, error{errc::unavailable, "the topic was closed"});
+      if (sub.acked)
+        node_counters::add(st.counters->subscriptions, -1);
+      st.topic_of.erase(sub.id);
+    }
+    st.topics.erase(t);
+    return;
+  }
+  // Crashed: its supervisor restarts it. Every live session resumes from what it was sent; those
+  // still waiting for a replay get an error answer to their request and retry on their own.
+  for (auto& sub : tp.subs) {
+    if (!sub.live)
+      continue;
+    sub.live = false;
+    request_subscribe(self, name, sub.id, sub.who, sub.sent_seq);
+  }
+}
+
+}  // namespace
+
+bool terminal_type(const std::string& topic, const std::string& type) noexcept {
+  return topic.starts_with("run:") &&
+         (type == "complete" || type == "error" || type == "cancelled");
+}
+
+frame_ptr encode_frame(const event& e, wire_format, bool terminal) {
+  auto f = std::make_shared<frame>();
+  f->what = frame::kind::event;
+  f->seq = e.seq;
+  f->terminal = terminal;
+  f->bytes = sse_frame(e);
+  return f;
+}
+
+frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format) {
+  auto f = std::make_shared<frame>();
+  f->what = frame::kind::gap;
+  f->seq = to;
+  f->bytes = sse_gap_frame(from, to);
+  return f;
+}
+
+caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters* counters) {
+  self->state.shard = std::move(shard);
+  self->state.counters = counters;
+  self->set_down_handler([=](caf::down_msg& dm) { on_topic_down(self, dm); });
+  return {
+    [=](caf::subscribe_atom, uint64_t sub_id, const caller& who, const std::string& topic,
+        uint64_t after, std::weak_ptr<sink>& out) {
+      auto& st = self->state;
+      auto sink_ptr = out.lock();
+      if (!sink_ptr)
+        return;
+      if (!topic.starts_with("run:") || topic.size() <= 4) {
+        sink_ptr->on_subscribed(sub_id, error{errc::not_found, "unknown topic"});
+        return;
+      }
+      if (st.topic_of.count(sub_id)) {
+        sink_ptr->on_subscribed(sub_id, error{errc::conflict, "subscription id in use"});
+        return;
+      }
+      subscription sub;
+      sub.id = sub_id;
+      sub.who = who;
+      sub.out = std::move(out);
+      sub.format = sink_ptr->format();
+      sub.sent_seq = after;
+      st.topics[topic].subs.push_back(std::move(sub));
+      st.topic_of.emplace(sub_id, topic);
+      request_subscribe(self, topic, sub_id, who, after);
+    },
+    [=](unsubscribe_atom, uint64_t sub_id) {
+      auto& st = self->state;
+      auto it = st.topic_of.find(sub_id);
+      if (it == st.topic_of.end())
+        return;
+      auto name = it->second;
+      auto t = st.topics.find(name);
+      if (t != st.topics.end()) {
+        remove_sub(self, t->second, sub_id);
+        release_topic(self, name);
+      }
+    },
+    [=](resub_atom, uint64_t sub_id) {
+      auto& st = self->state;
+      auto it = st.topic_of.find(sub_id);
+      if (it == st.topic_of.end())
+        return;
+      auto name = it->second;
+      auto sub = find_sub(st.topics[name], sub_id);
+      if (sub)
+        request_subscribe(self, name, sub_id, sub->who, sub->sent_seq);
+    },
+    [=](topic_events& msg) { on_events(self, msg); },
+    [=](stop_atom) {
+      auto& st = self->state;
+      for (auto& [name, tp] : st.topics)
+        for (auto& sub : tp.subs)
+          if (auto out = sub.out.lock())
+            out->on_closed(sub.id, error{errc::unavailable, "the server is stopping"});
+      st.topics.clear();
+      st.topic_of.clear();
+      node_counters::add(st.counters->subscriptions,
+                         -st.counters->subscriptions.load(std::memory_order_relaxed));
+      self->quit();
+    },
+  };
+}
+
+}  // namespace relay

@@ -1,0 +1,65 @@
+#pragma once
+// The edge: one per node, the bridge between topics and the sessions of this node (DESIGN
+// invariant 2). A topic sends each event once to the edge; the edge encodes it once per wire
+// format into a shared immutable frame and hands that frame to every subscribed session's sink.
+// Internal to actors/.
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/stateful_actor.hpp>
+
+#include "actors/counters.hpp"
+#include "actors/messages.hpp"
+
+namespace relay {
+
+struct edge_state {
+  static inline const char* name = "relay.edge";
+
+  /// One session's subscription to one topic.
+  struct subscription {
+    uint64_t id = 0;
+    caller who;
+    std::weak_ptr<sink> out;
+    wire_format format = wire_format::sse;
+    uint64_t sent_seq = 0;  // last seq handed to the sink
+    bool live = false;      // replay answered: live events flow to it
+    bool acked = false;     // on_subscribed was called (only once, even across topic restarts)
+    unsigned retries = 0;   // re-subscribe attempts after the topic went down
+  };
+
+  /// The subscriptions of one topic on this node, and the last frames encoded for it, so that
+  /// replays to many resuming sessions reuse frames instead of re-encoding them.
+  struct topic {
+    caf::actor owner;  // the topic's actor (monitored) once a replay named it
+    std::vector<subscription> subs;
+    std::deque<frame_ptr> recent;  // contiguous seqs, at most recent_frames
+  };
+
+  caf::actor shard;
+  node_counters* counters = nullptr;
+  std::unordered_map<std::string, topic> topics;
+  std::unordered_map<uint64_t, std::string> topic_of;  // sub id → topic name
+  std::unordered_map<caf::actor_addr, std::string> topic_by_owner;
+  std::vector<frame_ptr> scratch;  // reused per batch on the hot path
+};
+
+using edge_actor_type = caf::stateful_actor<edge_state>;
+
+/// Frames kept per topic for replays (a few seconds of a fast stream).
+constexpr std::size_t recent_frames = 1024;
+
+caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters* counters);
+
+/// Encodes an event for a wire format (SSE now; WebSocket with the rooms issue).
+frame_ptr encode_frame(const event& e, wire_format format, bool terminal);
+frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format format);
+
+/// A run's terminal events close its streams.
+bool terminal_type(const std::string& topic, const std::string& type) noexcept;
+
+}  // namespace relay

@@ -1,0 +1,54 @@
+// Registration of the actor layer's message types, and the mapping of CAF errors to the contract.
+
+#include "actors/messages.hpp"
+
+#include <caf/actor_system_config.hpp>
+#include <caf/sec.hpp>
+
+namespace relay {
+
+relay::error from_caf_error(const caf::error& e) {
+  if (e.category() == error_category) {
+    std::string message;
+    if (e.context().match_elements<std::string>())
+      message = e.context().get_as<std::string>(0);
+    auto code = e.code() <= static_cast<uint8_t>(errc::internal) ? static_cast<errc>(e.code())
+                                                                  : errc::internal;
+    return {code, std::move(message)};
+  }
+  if (e.category() == caf::atom("system")) {
+    switch (static_cast<caf::sec>(e.code())) {
+      case caf::sec::request_timeout:
+        return {errc::unavailable, "the request timed out"};
+      case caf::sec::request_receiver_down:
+        return {errc::not_found, "no such run"};
+      default:
+        break;
+    }
+  }
+  return {errc::internal, "internal error"};
+}
+
+void register_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<event>("relay.event");
+  cfg.add_message_type<std::vector<event>>("relay.event_list");
+  cfg.add_message_type<event_input>("relay.event_input");
+  cfg.add_message_type<std::vector<event_input>>("relay.event_input_list");
+  cfg.add_message_type<caller>("relay.caller");
+  cfg.add_message_type<create_run_request>("relay.create_run_request");
+  cfg.add_message_type<run_info>("relay.run_info");
+  cfg.add_message_type<std::vector<run_info>>("relay.run_info_list");
+  cfg.add_message_type<create_run_reply>("relay.create_run_reply");
+  cfg.add_message_type<topic_events>("relay.topic_events");
+  cfg.add_message_type<replay_reply>("relay.replay_reply");
+  cfg.add_message_type<finish_kind>("relay.finish_kind");
+  cfg.add_error_category(error_category, [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+    std::string out = "relay::";
+    out += to_string(static_cast<errc>(code));
+    if (ctx.match_elements<std::string>())
+      out += ": " + ctx.get_as<std::string>(0);
+    return out;
+  });
+}
+
+}  // namespace relay

@@ -1,0 +1,186 @@
+// relay::node (see node.hpp): the CAF actor system behind a CAF-free facade.
+
+#include "actors/node.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/counters.hpp"
+#include "actors/edge.hpp"
+#include "actors/messages.hpp"
+#include "actors/shard.hpp"
+
+namespace relay {
+
+namespace {
+
+/// How long a request from a session may wait for its topic before it is answered `unavailable`.
+constexpr auto request_timeout = std::chrono::seconds(10);
+
+class node_config : public caf::actor_system_config {
+ public:
+  explicit node_config(const node_settings& s) {
+    register_message_types(*this);
+    auto threads = s.scheduler_threads ? s.scheduler_threads
+                                       : std::max(2u, std::thread::hardware_concurrency());
+    set("scheduler.max-threads", static_cast<size_t>(threads));
+    // A flooding topic yields its worker after this many messages, so one busy actor never
+    // holds a scheduler thread for long (CAF's default is unlimited).
+    set("scheduler.max-throughput", size_t{256});
+  }
+};
+
+}  // namespace
+
+struct node::impl {
+  explicit impl(node_settings s) : settings(std::move(s)), config(settings) {
+    system = std::make_unique<caf::actor_system>(config);
+    shard = system->spawn(shard_actor, settings, &counters);
+    edge = system->spawn(edge_actor, shard, &counters);
+    spdlog::info("node started name={} scheduler_threads={} ring_capacity={}", settings.name,
+                 system->scheduler().num_workers(), settings.ring_capacity);
+  }
+
+  /// Sends a request from a short-lived actor and calls `done` with the answer on a CAF thread.
+  /// Never blocks the caller (no scoped_actor on a request path: CAF-NOTES "Bridging").
+  template <class T, class MakeRequest>
+  void ask(callback<T> done, MakeRequest make_request) {
+    if (stopped.load()) {
+      done(result<T>{errc::unavailable, "the server is stopping"});
+      return;
+    }
+    system->spawn([done = std::move(done), make_request = std::move(make_request)](
+                    caf::event_based_actor* self) mutable {
+      make_request(self).then(
+        [done](T& x) { done(result<T>{std::move(x)}); },
+        [done](caf::error& e) { done(result<T>{from_caf_error(e)}); });
+    });
+  }
+
+  node_settings settings;
+  node_counters counters;
+  node_config config;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor shard;
+  caf::actor edge;
+  std::atomic<uint64_t> next_sub{1};
+  std::atomic<bool> stopped{false};
+};
+
+node::node(node_settings settings) : impl_(std::make_unique<impl>(std::move(settings))) {}
+
+node::~node() {
+  stop();
+}
+
+void node::create_run(const caller& who, create_run_request req, callback<create_run_reply> done) {
+  auto shard = impl_->shard;
+  impl_->ask<create_run_reply>(std::move(done), [=, req = std::move(req)](auto* self) mutable {
+    return self->request(shard, request_timeout, create_atom::value, who, std::move(req));
+  });
+}
+
+void node::get_run(const caller& who, std::string id, callback<run_info> done) {
+  auto shard = impl_->shard;
+  impl_->ask<run_info>(std::move(done), [=, id = std::move(id)](auto* self) mutable {
+    return self->request(shard, request_timeout, caf::get_atom::value, std::move(id), who);
+  });
+}
+
+void node::list_runs(const caller& who, bool active_only, callback<std::vector<run_info>> done) {
+  auto shard = impl_->shard;
+  impl_->ask<std::vector<run_info>>(std::move(done), [=](auto* self) {
+    return self->request(shard, request_timeout, list_atom::value, who, active_only);
+  });
+}
+
+void node::append(const caller& who, std::string id, std::vector<event_input> events,
+                  callback<uint64_t> done) {
+  auto shard = impl_->shard;
+  impl_->ask<uint64_t>(std::move(done), [=, id = std::move(id),
+                                         events = std::move(events)](auto* self) mutable {
+    return self->request(shard, request_timeout, append_atom::value, std::move(id), who,
+                         std::move(events));
+  });
+}
+
+void node::finish(const caller& who, std::string id, finish_kind how, std::string data,
+                  callback<run_info> done) {
+  auto shard = impl_->shard;
+  impl_->ask<run_info>(std::move(done), [=, id = std::move(id),
+                                         data = std::move(data)](auto* self) mutable {
+    return self->request(shard, request_timeout, finish_atom::value, std::move(id), who, how,
+                         std::move(data));
+  });
+}
+
+void node::subscribe(const caller& who, std::string topic, uint64_t after, std::weak_ptr<sink> out,
+                     uint64_t sub_id) {
+  if (impl_->stopped.load()) {
+    if (auto s = out.lock())
+      s->on_subscribed(sub_id, error{errc::unavailable, "the server is stopping"});
+    return;
+  }
+  caf::anon_send(impl_->edge, caf::subscribe_atom::value, sub_id, who, std::move(topic), after,
+                 std::move(out));
+}
+
+void node::unsubscribe(uint64_t sub_id) {
+  if (!impl_->stopped.load())
+    caf::anon_send(impl_->edge, unsubscribe_atom::value, sub_id);
+}
+
+uint64_t node::next_sub_id() noexcept {
+  return impl_->next_sub.fetch_add(1, std::memory_order_relaxed);
+}
+
+const std::string& node::name() const noexcept {
+  return impl_->settings.name;
+}
+
+void node::collect_metrics(std::vector<metric_sample>& out) const {
+  auto& c = impl_->counters;
+  auto get = [](const auto& a) { return static_cast<double>(a.load(std::memory_order_relaxed)); };
+  out.push_back({"relay_runs_active", "Run actors alive (running or within their TTL)", "gauge",
+                 get(c.runs_active), ""});
+  out.push_back({"relay_runs_created_total", "Runs created", "counter", get(c.runs_created), ""});
+  out.push_back({"relay_subscriptions", "Live subscriptions at this node's edge", "gauge",
+                 get(c.subscriptions), ""});
+  out.push_back({"relay_events_in_total", "Events appended to topics", "counter",
+                 get(c.events_in), ""});
+  out.push_back({"relay_events_out_total", "Event deliveries handed to sessions", "counter",
+                 get(c.events_out), ""});
+  out.push_back({"relay_frames_encoded_total", "Frames encoded by the edge (once per event)",
+                 "counter", get(c.frames_encoded), ""});
+  out.push_back({"relay_replay_hits_total", "Subscriptions that received a replay from the ring",
+                 "counter", get(c.replay_hits), ""});
+  out.push_back({"relay_gaps_total", "Subscriptions that started with a gap", "counter",
+                 get(c.gaps), ""});
+  out.push_back({"relay_restarts_total", "Supervised restarts of crashed topics", "counter",
+                 get(c.restarts), ""});
+  out.push_back({"relay_crashes_final_total", "Topics failed past their restart budget",
+                 "counter", get(c.crashes_final), ""});
+  out.push_back({"relay_run_timeouts_total", "Runs ended by their inactivity timer", "counter",
+                 get(c.timeouts), ""});
+  out.push_back({"relay_passivations_total", "Topic actors passivated", "counter",
+                 get(c.passivations), ""});
+}
+
+void node::stop() {
+  if (!impl_ || impl_->stopped.exchange(true))
+    return;
+  spdlog::info("node stopping name={}", impl_->settings.name);
+  caf::anon_send(impl_->edge, stop_atom::value);
+  caf::anon_send(impl_->shard, stop_atom::value);
+  impl_->system->await_all_actors_done();
+  impl_->edge = nullptr;
+  impl_->shard = nullptr;
+  impl_->system.reset();
+  spdlog::info("node stopped");
+}
+
+}  // namespace relay

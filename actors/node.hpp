@@ -1,0 +1,99 @@
+#pragma once
+// The node: the actor layer as seen from net/ and app/. It owns the CAF actor system, the shard
+// (supervisor of runs), and the edge (the bridge between topics and sessions). No CAF types here,
+// so Beast translation units never compile CAF headers.
+//
+// Threading: every method may be called from any thread and returns at once. Callbacks run exactly
+// once on a CAF thread; callers post back onto their own executor. Nothing here blocks.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/frame.hpp"
+#include "protocols/error.hpp"
+#include "protocols/jwt.hpp"
+#include "protocols/metrics.hpp"
+#include "protocols/run.hpp"
+
+namespace relay {
+
+/// Options of the actor layer (config keys in config/relay.conf, see app/config.cpp).
+struct node_settings {
+  std::string name = "relay-1";      // node.name
+  unsigned scheduler_threads = 0;    // node.scheduler_threads (0: hardware concurrency)
+  std::size_t ring_capacity = 2000;  // runs.ring_capacity
+  run_limits limits;                 // runs.* bounds and defaults
+  unsigned restart_max = 3;          // supervisor.restart_max: restarts allowed ...
+  unsigned restart_window_s = 60;    // supervisor.restart_window_s: ... within this window
+  std::size_t synthetic_batch = 64;  // runs.synthetic_batch: events per tick in flood mode
+};
+
+/// Who is calling (from a verified token).
+struct caller {
+  std::string sub;
+  role who = role::user;
+};
+
+enum class finish_kind : uint8_t { complete, fail, cancel };
+
+struct create_run_reply {
+  run_info info;
+  bool created = true;  // false: an active run with the same owner + idempotency key was returned
+};
+
+template <class T>
+using callback = std::function<void(result<T>)>;
+
+class node {
+ public:
+  explicit node(node_settings settings);
+  ~node();  // stops if still running
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+
+  /// Creates a run owned by `who.sub` (or `req.owner` when the caller is a service).
+  void create_run(const caller& who, create_run_request req, callback<create_run_reply> done);
+
+  /// A run's public view. Runs of other users answer not_found (ids cannot be probed).
+  void get_run(const caller& who, std::string id, callback<run_info> done);
+
+  /// The caller's runs (a service or admin: all), newest first; `active_only` keeps running ones.
+  void list_runs(const caller& who, bool active_only, callback<std::vector<run_info>> done);
+
+  /// Appends producer events (service role, or the owner). Answers the last assigned seq.
+  /// A terminal run answers conflict.
+  void append(const caller& who, std::string id, std::vector<event_input> events,
+              callback<uint64_t> done);
+
+  /// complete/fail: service role or owner; cancel: owner or service. `data` is compact JSON
+  /// (complete: the data, fail: the error object). A terminal run answers conflict.
+  void finish(const caller& who, std::string id, finish_kind how, std::string data,
+              callback<run_info> done);
+
+  /// Subscribes `out` to a topic ("run:<id>") from position `after` (0: from the beginning).
+  /// The answer and then the frames arrive through `out` under `sub_id` (from next_sub_id()).
+  /// The edge holds `out` weakly: a session that goes away needs no unsubscribe to be collected,
+  /// but should unsubscribe to free the slot at once.
+  void subscribe(const caller& who, std::string topic, uint64_t after, std::weak_ptr<sink> out,
+                 uint64_t sub_id);
+  void unsubscribe(uint64_t sub_id);
+  uint64_t next_sub_id() noexcept;
+
+  /// Appends the actor layer's metrics (active runs, events in/out, replay hits, gaps, restarts…).
+  void collect_metrics(std::vector<metric_sample>& out) const;
+
+  const std::string& name() const noexcept;
+
+  /// Ends every subscription (sinks get on_closed), stops all actors and the actor system.
+  /// Idempotent; blocks until the actor system has shut down (call it off the Asio threads).
+  void stop();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace relay
