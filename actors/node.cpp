@@ -53,12 +53,15 @@ struct node::impl {
       done(result<T>{errc::unavailable, "the server is stopping"});
       return;
     }
-    system->spawn([done = std::move(done), make_request = std::move(make_request)](
-                    caf::event_based_actor* self) mutable {
-      make_request(self).then(
-        [done](T& x) { done(result<T>{std::move(x)}); },
-        [done](caf::error& e) { done(result<T>{from_caf_error(e)}); });
-    });
+    // The callback and the request travel as spawn arguments, not captures: CAF 0.17 binds a
+    // null tuple for argument-less spawns (a UBSan finding in caf/detail/init_fun_factory.hpp).
+    system->spawn(
+      [](caf::event_based_actor* self, callback<T> done, MakeRequest make_request) {
+        make_request(self).then(
+          [done](T& x) { done(result<T>{std::move(x)}); },
+          [done](caf::error& e) { done(result<T>{from_caf_error(e)}); });
+      },
+      std::move(done), std::move(make_request));
   }
 
   node_settings settings;
@@ -140,6 +143,10 @@ uint64_t node::next_sub_id() noexcept {
 
 const std::string& node::name() const noexcept {
   return impl_->settings.name;
+}
+
+const run_limits& node::limits() const noexcept {
+  return impl_->settings.limits;
 }
 
 void node::collect_metrics(std::vector<metric_sample>& out) const {

@@ -63,12 +63,12 @@ class node {
   /// The caller's runs (a service or admin: all), newest first; `active_only` keeps running ones.
   void list_runs(const caller& who, bool active_only, callback<std::vector<run_info>> done);
 
-  /// Appends producer events (service role, or the owner). Answers the last assigned seq.
-  /// A terminal run answers conflict.
+  /// Appends producer events (service or admin role; the owning user may read but not produce:
+  /// forbidden). Answers the last assigned seq. A terminal run answers conflict.
   void append(const caller& who, std::string id, std::vector<event_input> events,
               callback<uint64_t> done);
 
-  /// complete/fail: service role or owner; cancel: owner or service. `data` is compact JSON
+  /// complete/fail: service or admin role; cancel: the owner, a service or an admin. `data` is compact JSON
   /// (complete: the data, fail: the error object). A terminal run answers conflict.
   void finish(const caller& who, std::string id, finish_kind how, std::string data,
               callback<run_info> done);
@@ -86,6 +86,9 @@ class node {
   void collect_metrics(std::vector<metric_sample>& out) const;
 
   const std::string& name() const noexcept;
+
+  /// The bounds and defaults for run requests (runs.* in config); request parsing uses them.
+  const run_limits& limits() const noexcept;
 
   /// Ends every subscription (sinks get on_closed), stops all actors and the actor system.
   /// Idempotent; blocks until the actor system has shut down (call it off the Asio threads).

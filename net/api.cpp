@@ -1,0 +1,219 @@
+#include "net/api.hpp"
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "net/http_session.hpp"
+#include "net/server_state.hpp"
+#include "protocols/http_api.hpp"
+#include "protocols/jwt.hpp"
+#include "protocols/metrics.hpp"
+#include "protocols/run.hpp"
+#include "protocols/sse.hpp"
+
+namespace relay::net {
+
+namespace {
+
+using session_ptr = std::shared_ptr<http_session>;
+
+int64_t now_s() {
+  using namespace std::chrono;
+  return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// The methods a known path accepts, for the Allow header of a 405.
+std::string allowed_methods(std::string_view target) {
+  std::string allow;
+  for (std::string_view m : {"GET", "POST"}) {
+    if (match_route(m, target)) {
+      if (!allow.empty()) allow += ", ";
+      allow += m;
+    }
+  }
+  return allow;
+}
+
+// Prefixes a relative events_url with server.public_url, when one is configured.
+std::string absolute_events_url(std::string body, const std::string& public_url) {
+  if (public_url.empty()) return body;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) return body;
+  auto& obj = v.as_object();
+  auto* url = obj.if_contains("events_url");
+  if (!url || !url->is_string()) return body;
+  const std::string_view rel{url->as_string().data(), url->as_string().size()};
+  if (!rel.starts_with('/')) return body;
+  std::string_view base = public_url;
+  while (!base.empty() && base.back() == '/') base.remove_suffix(1);
+  std::string full{base};
+  full += rel;
+  *url = full;
+  return boost::json::serialize(v);
+}
+
+// A node callback that formats the answer on the session's thread, holding the session strongly
+// until then (node callbacks run on a CAF thread: the session is never touched there).
+template <class T, class Format>
+callback<T> answer_on(const session_ptr& s, Format format) {
+  return [s, format = std::move(format)](result<T> r) mutable {
+    s->post_reply([format = std::move(format), r = std::move(r)]() mutable -> response {
+      if (!r) return error_response(r.err());
+      return format(std::move(r.value()));
+    });
+  };
+}
+
+}  // namespace
+
+void api::handle(request&& req, const session_ptr& s) {
+  const std::string_view target = req.target();
+  auto r = match_route(req.method_string(), target);
+  if (!r) {
+    if (is_method_not_allowed(r.err()))
+      return s->reply(method_not_allowed(allowed_methods(target)));
+    return s->reply(error_response(r.err()));
+  }
+  switch (r->what) {
+    case endpoint::health:
+      return s->reply(health());
+    case endpoint::metrics:
+      return s->reply(metrics());
+    default:
+      break;
+  }
+  auto who = authenticate(req);
+  if (!who) return s->reply(error_response(who.err()));
+  switch (r->what) {
+    case endpoint::runs_create:
+      return create_run(req, *who, s);
+    case endpoint::runs_list:
+      return list_runs(req, *who, s);
+    case endpoint::run_get:
+      return state_.node().get_run(*who, std::move(r->id),
+                                   answer_on<run_info>(s, [](run_info info) {
+                                     return json_response(http::status::ok, run_info_json(info));
+                                   }));
+    case endpoint::run_append:
+      return append(req, *who, std::move(r->id), s);
+    case endpoint::run_stream:
+      return stream(req, *who, std::move(r->id), s);
+    case endpoint::run_complete:
+      return finish(req, *who, std::move(r->id), finish_kind::complete, s);
+    case endpoint::run_fail:
+      return finish(req, *who, std::move(r->id), finish_kind::fail, s);
+    case endpoint::run_cancel:
+      return finish(req, *who, std::move(r->id), finish_kind::cancel, s);
+    case endpoint::health:
+    case endpoint::metrics:
+      break;
+  }
+  s->reply(error_response(errc::not_found, "no such endpoint"));
+}
+
+result<caller> api::authenticate(const request& req) const {
+  std::optional<std::string> token;
+  if (auto it = req.find(http::field::authorization); it != req.end())
+    if (auto t = bearer_token(it->value())) token.emplace(*t);
+  if (!token) token = query_param(req.target(), "access_token");
+  if (!token || token->empty()) return error{errc::unauthorized, "missing bearer token"};
+  const auto& cfg = state_.settings();
+  auto c = verify_hs256(*token, cfg.jwt_secret, now_s(), cfg.jwt_leeway_s);
+  if (!c) return c.err();
+  return caller{std::move(c->sub), c->who};
+}
+
+response api::health() const {
+  boost::json::object body;
+  body["status"] = "ok";
+  body["node"] = state_.node().name();
+  body["uptime_s"] = state_.uptime_s();
+  body["storage"] = "ok";
+  return json_response(http::status::ok, boost::json::serialize(body));
+}
+
+response api::metrics() const {
+  std::vector<metric_sample> samples;
+  state_.node().collect_metrics(samples);
+  state_.counters().append_to(samples);  // relaxed atomics: nobody waits for a scrape
+  response res{http::status::ok, 11};
+  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.body() = render_prometheus(samples);
+  return res;
+}
+
+void api::create_run(const request& req, const caller& who, const session_ptr& s) {
+  auto parsed = parse_create_run(req.body(), state_.node().limits());
+  if (!parsed) return s->reply(error_response(parsed.err()));
+  if (!parsed->owner.empty() && parsed->owner != who.sub && !at_least(who.who, role::service))
+    return s->reply(error_response(errc::forbidden, "only a service may set owner"));
+  state_.node().create_run(
+      who, std::move(*parsed),
+      answer_on<create_run_reply>(
+          s, [public_url = state_.settings().public_url](create_run_reply reply) {
+            auto res = json_response(reply.created ? http::status::created : http::status::ok,
+                                     absolute_events_url(run_created_json(reply.info), public_url));
+            res.set(http::field::location, "/v1/runs/" + reply.info.id);
+            return res;
+          }));
+}
+
+void api::list_runs(const request& req, const caller& who, const session_ptr& s) {
+  bool active_only = false;
+  if (auto status = query_param(req.target(), "status")) {
+    if (*status != "active")
+      return s->reply(error_response(errc::bad_request, "status must be \"active\""));
+    active_only = true;
+  }
+  state_.node().list_runs(who, active_only,
+                          answer_on<std::vector<run_info>>(s, [](std::vector<run_info> runs) {
+                            return json_response(http::status::ok, run_list_json(runs));
+                          }));
+}
+
+void api::append(const request& req, const caller& who, std::string id, const session_ptr& s) {
+  auto events = parse_events(req.body(), state_.node().limits());
+  if (!events) return s->reply(error_response(events.err()));
+  state_.node().append(who, std::move(id), std::move(*events),
+                       answer_on<uint64_t>(s, [](uint64_t last_seq) {
+                         return json_response(http::status::accepted,
+                                              "{\"last_seq\":" + std::to_string(last_seq) + "}");
+                       }));
+}
+
+void api::finish(const request& req, const caller& who, std::string id, finish_kind how,
+                 const session_ptr& s) {
+  const auto& limits = state_.node().limits();
+  std::string data = "null";
+  if (how == finish_kind::complete || how == finish_kind::fail) {
+    auto parsed = how == finish_kind::complete ? parse_complete(req.body(), limits)
+                                               : parse_fail(req.body(), limits);
+    if (!parsed) return s->reply(error_response(parsed.err()));
+    data = std::move(*parsed);
+  }
+  state_.node().finish(who, std::move(id), how, std::move(data),
+                       answer_on<run_info>(s, [](run_info info) {
+                         return json_response(http::status::ok, run_info_json(info));
+                       }));
+}
+
+void api::stream(const request& req, const caller& who, std::string id, const session_ptr& s) {
+  uint64_t after = 0;
+  if (auto it = req.find("Last-Event-ID"); it != req.end()) {
+    auto pos = parse_position(it->value());
+    if (!pos) return s->reply(error_response(pos.err()));
+    after = *pos;
+  } else if (auto a = query_param(req.target(), "after")) {
+    auto pos = parse_position(*a);
+    if (!pos) return s->reply(error_response(pos.err()));
+    after = *pos;
+  }
+  s->start_stream(stream_request{who, "run:" + id, after, req.version(), req.keep_alive()});
+}
+
+}  // namespace relay::net

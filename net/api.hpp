@@ -1,0 +1,54 @@
+#pragma once
+// The run API of PROTOCOL.md ("HTTP"): routing, authentication, role checks, the node call and
+// the formatting of its answer. Sessions move bytes; this file decides what the bytes say.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "actors/node.hpp"
+#include "net/responses.hpp"
+
+namespace relay::net {
+
+class http_session;
+class server_state;
+
+/// A request that becomes an SSE stream once the node accepts the subscription.
+struct stream_request {
+  caller who;
+  std::string topic;   // "run:<id>"
+  uint64_t after = 0;  // the client's position
+  unsigned version = 11;
+  bool keep_alive = true;  // for an error answer to the subscribe
+};
+
+class api {
+ public:
+  explicit api(server_state& state) noexcept : state_(state) {}
+
+  /// Handles one complete request on the session's thread. Exactly one of these follows, each on
+  /// the session's thread (node answers are posted back to it): session->reply(response), or
+  /// session->start_stream(stream_request).
+  void handle(request&& req, const std::shared_ptr<http_session>& session);
+
+  /// The caller of a /v1 request: `Authorization: Bearer` or the `access_token` query parameter,
+  /// verified as HS256 with the configured secret. Errors are unauthorized.
+  result<caller> authenticate(const request& req) const;
+
+ private:
+  response health() const;
+  response metrics() const;
+  void create_run(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
+  void list_runs(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
+  void append(const request& req, const caller& who, std::string id,
+              const std::shared_ptr<http_session>& s);
+  void finish(const request& req, const caller& who, std::string id, finish_kind how,
+              const std::shared_ptr<http_session>& s);
+  void stream(const request& req, const caller& who, std::string id,
+              const std::shared_ptr<http_session>& s);
+
+  server_state& state_;
+};
+
+}  // namespace relay::net

@@ -1,0 +1,269 @@
+#include "net/http_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <chrono>
+
+#include "net/sse_session.hpp"
+
+namespace relay::net {
+
+namespace {
+
+std::string peer_of(const tcp::socket& socket) {
+  beast::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  if (ec) return "?";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// How long a closing connection may keep sending what it had in flight before we close.
+constexpr std::chrono::seconds linger_timeout{2};
+// Bytes read at once while waiting for the first byte of a request.
+constexpr std::size_t first_read_size = 4096;
+
+bool is_http_error(const beast::error_code& ec) {
+  return ec.category() ==
+         beast::http::make_error_code(beast::http::error::end_of_stream).category();
+}
+
+}  // namespace
+
+http_session::http_session(tcp::socket&& socket, std::shared_ptr<server_state> state,
+                           connection_slot slot, bool overloaded)
+    : state_(std::move(state)),
+      stream_(std::move(socket)),
+      executor_(stream_.get_executor()),
+      slot_(std::move(slot)),
+      peer_(peer_of(stream_.socket())),
+      overloaded_(overloaded) {}
+
+http_session::http_session(beast::tcp_stream&& stream, beast::flat_buffer&& buffer,
+                           std::shared_ptr<server_state> state, connection_slot slot,
+                           std::string peer)
+    : state_(std::move(state)),
+      stream_(std::move(stream)),
+      executor_(stream_.get_executor()),
+      buffer_(std::move(buffer)),
+      slot_(std::move(slot)),
+      peer_(std::move(peer)),
+      first_request_(false) {}
+
+http_session::~http_session() { state_->sessions().remove(this); }
+
+void http_session::run() {
+  // The acceptor runs on another thread: start on the socket's own context.
+  asio::dispatch(executor_, beast::bind_front_handler(&http_session::start, shared_from_this()));
+}
+
+void http_session::start() {
+  if (!state_->sessions().add(this, weak_from_this()))
+    return close_now();  // the server is stopping
+  do_read();
+}
+
+void http_session::run_with(response&& res, unsigned version, bool keep_alive) {
+  if (!state_->sessions().add(this, weak_from_this())) stopping_ = true;
+  busy_ = true;
+  version_ = version;
+  keep_alive_ = keep_alive;
+  reply(std::move(res));
+}
+
+void http_session::stop(bool force) {
+  asio::post(executor_, [self = shared_from_this(), force] {
+    if (self->closed_ || self->handed_off_) return;
+    self->stopping_ = true;
+    // Idle (waiting for a request): close now. Answering: the answer goes out with
+    // `Connection: close` and the session ends after it.
+    if (force || !self->busy_) self->close_now();
+  });
+}
+
+// Reading a request: the wait for its first byte is bounded by the idle timeout (keep-alive) or,
+// on a new connection, by the header timeout; from the first byte on, the whole request by the
+// header timeout, so a slow sender cannot hold a connection open.
+void http_session::do_read() {
+  if (stopping_) return shutdown_gracefully();
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(state_->settings().header_limit));
+  parser_->body_limit(state_->settings().body_limit);
+  if (buffer_.size() > 0) return do_read_header();  // a pipelined request is already here
+  const auto& s = state_->settings();
+  stream_.expires_after(
+      std::chrono::seconds(first_request_ ? s.header_timeout_s : s.idle_timeout_s));
+  stream_.async_read_some(
+      buffer_.prepare(first_read_size),
+      beast::bind_front_handler(&http_session::on_first_bytes, shared_from_this()));
+}
+
+void http_session::on_first_bytes(beast::error_code ec, std::size_t n) {
+  if (ec) {
+    fail(ec, "read");
+    return close_now();
+  }
+  buffer_.commit(n);
+  do_read_header();
+}
+
+void http_session::do_read_header() {
+  stream_.expires_after(std::chrono::seconds(state_->settings().header_timeout_s));
+  beast::http::async_read_header(
+      stream_, buffer_, *parser_,
+      beast::bind_front_handler(&http_session::on_read_header, shared_from_this()));
+}
+
+void http_session::on_read_header(beast::error_code ec, std::size_t) {
+  if (ec) return on_read_error(ec);
+  if (parser_->is_done()) return on_request();
+  const auto& req = parser_->get();
+  if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {
+    // curl and others wait for this before sending a large body.
+    static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
+    return asio::async_write(
+        stream_, asio::buffer(interim.data(), interim.size()),
+        [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+          self->state_->counters().writes.fetch_add(1, std::memory_order_relaxed);
+          self->state_->counters().bytes_out.fetch_add(n, std::memory_order_relaxed);
+          if (ec) {
+            self->fail(ec, "write");
+            return self->close_now();
+          }
+          self->do_read_body();
+        });
+  }
+  do_read_body();
+}
+
+void http_session::do_read_body() {
+  beast::http::async_read(
+      stream_, buffer_, *parser_,
+      beast::bind_front_handler(&http_session::on_read_body, shared_from_this()));
+}
+
+void http_session::on_read_body(beast::error_code ec, std::size_t) {
+  if (ec) return on_read_error(ec);
+  on_request();
+}
+
+void http_session::on_read_error(beast::error_code ec) {
+  namespace he = beast::http;
+  if (ec == he::error::end_of_stream || ec == he::error::partial_message)
+    return close_now();  // the client closed (maybe mid-request): nobody to answer
+  if (ec == he::error::body_limit || ec == he::error::buffer_overflow)
+    return answer_and_close(error_response(errc::too_large, "request body too large"));
+  if (ec == he::error::header_limit)
+    return answer_and_close(error_response(errc::too_large, "request header too large"));
+  if (is_http_error(ec))
+    return answer_and_close(error_response(errc::bad_request, "malformed HTTP request"));
+  fail(ec, "read");
+  close_now();
+}
+
+void http_session::on_request() {
+  state_->counters().http_requests.fetch_add(1, std::memory_order_relaxed);
+  busy_ = true;
+  first_request_ = false;
+  // No deadline while the node works on the answer; send() sets the write deadline.
+  stream_.expires_never();
+  request req = parser_->release();
+  version_ = req.version();
+  keep_alive_ = req.keep_alive();
+  if (overloaded_) return reply(error_response(errc::unavailable, "too many connections"));
+  // Nothing may follow this call: the answer can already be in flight when it returns.
+  api{*state_}.handle(std::move(req), shared_from_this());
+}
+
+void http_session::answer_and_close(response&& res) {
+  state_->counters().http_requests.fetch_add(1, std::memory_order_relaxed);
+  busy_ = true;
+  keep_alive_ = false;
+  if (parser_ && parser_->got_some()) version_ = parser_->get().version() == 10 ? 10 : 11;
+  reply(std::move(res));
+}
+
+void http_session::reply(response&& res) {
+  if (!busy_ || closed_ || handed_off_)
+    return;  // one answer per request; the connection may have gone meanwhile
+  finalize(res, version_, keep_alive_ && !stopping_ && !overloaded_);
+  send(std::move(res));
+}
+
+void http_session::send(response&& res) {
+  res_.emplace(std::move(res));
+  stream_.expires_after(std::chrono::seconds(state_->settings().idle_timeout_s));
+  beast::http::async_write(stream_, *res_,
+                           beast::bind_front_handler(&http_session::on_write, shared_from_this()));
+}
+
+void http_session::on_write(beast::error_code ec, std::size_t n) {
+  busy_ = false;
+  auto& c = state_->counters();
+  c.writes.fetch_add(1, std::memory_order_relaxed);
+  c.bytes_out.fetch_add(n, std::memory_order_relaxed);
+  if (ec) {
+    fail(ec, "write");
+    return close_now();
+  }
+  const bool close = res_->need_eof();
+  res_.reset();
+  if (close) return shutdown_gracefully();
+  do_read();
+}
+
+void http_session::start_stream(stream_request&& req) {
+  if (!busy_ || closed_ || handed_off_) return;
+  if (stopping_) return reply(error_response(errc::unavailable, "server is stopping"));
+  busy_ = false;
+  handed_off_ = true;
+  stream_.expires_never();
+  auto s = std::make_shared<sse_session>(std::move(stream_), std::move(buffer_), std::move(slot_),
+                                         state_, std::move(req), std::move(peer_));
+  s->run();
+}
+
+// Closing after an answer: shut down our side, then read (and drop) what the client still sends
+// until it closes or linger_timeout passes. Closing at once could make the kernel reset the
+// connection and discard the answer before the client reads it.
+void http_session::shutdown_gracefully() {
+  if (closed_) return;
+  beast::error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) return close_now();
+  stream_.expires_after(linger_timeout);
+  do_linger();
+}
+
+void http_session::do_linger() {
+  stream_.async_read_some(asio::buffer(discard_),
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            if (ec) return self->close_now();
+                            self->do_linger();
+                          });
+}
+
+void http_session::close_now() {
+  if (closed_ || handed_off_) return;
+  closed_ = true;
+  beast::error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream_.close();
+}
+
+void http_session::fail(beast::error_code ec, const char* what) {
+  if (ec == asio::error::operation_aborted || ec == asio::error::eof ||
+      ec == beast::http::error::end_of_stream || ec == asio::error::connection_reset ||
+      ec == asio::error::not_connected || ec == asio::error::bad_descriptor ||
+      ec == beast::error::timeout)
+    return;
+  spdlog::debug("http {} peer={} error={}", what, peer_, ec.message());
+}
+
+}  // namespace relay::net

@@ -1,0 +1,99 @@
+#pragma once
+// One HTTP/1.1 connection: reads requests under the configured limits and deadlines, hands each
+// to the api, writes the answers in order (keep-alive), and turns into an sse_session when a
+// request becomes a stream.
+
+#include <array>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "net/api.hpp"
+#include "net/beast.hpp"
+#include "net/net_counters.hpp"
+#include "net/responses.hpp"
+#include "net/server_state.hpp"
+#include "net/session_registry.hpp"
+
+namespace relay::net {
+
+class http_session : public stoppable, public std::enable_shared_from_this<http_session> {
+ public:
+  /// A freshly accepted connection. `overloaded`: past max_connections, so its first request is
+  /// answered 503 and the connection closed.
+  http_session(tcp::socket&& socket, std::shared_ptr<server_state> state, connection_slot slot,
+               bool overloaded);
+  /// A connection coming back from an SSE subscribe that the node refused (see run_with).
+  http_session(beast::tcp_stream&& stream, beast::flat_buffer&& buffer,
+               std::shared_ptr<server_state> state, connection_slot slot, std::string peer);
+  ~http_session();
+
+  /// Any thread: starts reading on the session's executor.
+  void run();
+  /// Session thread: answers `res` to the request that was read before the handover, then goes
+  /// on with keep-alive requests (or closes, per `keep_alive`).
+  void run_with(response&& res, unsigned version, bool keep_alive);
+  /// Any thread (see stoppable).
+  void stop(bool force) override;
+
+  /// Session thread: the answer to the current request (ignored if there is none).
+  void reply(response&& res);
+  /// Session thread: hands the connection over to an SSE session for the current request.
+  void start_stream(stream_request&& req);
+
+  /// Any thread: runs reply(make()) on the session's thread. Holds the session strongly until
+  /// then. Dropped once the server has halted (its Asio threads no longer run).
+  template <class MakeResponse>
+  void post_reply(MakeResponse&& make) {
+    if (state_->halted()) return;
+    asio::post(executor_,
+               [self = shared_from_this(), make = std::forward<MakeResponse>(make)]() mutable {
+                 self->reply(make());
+               });
+  }
+
+  const asio::any_io_executor& executor() const noexcept { return executor_; }
+
+ private:
+  void start();
+  void do_read();
+  void on_first_bytes(beast::error_code ec, std::size_t n);
+  void do_read_header();
+  void on_read_header(beast::error_code ec, std::size_t n);
+  void do_read_body();
+  void on_read_body(beast::error_code ec, std::size_t n);
+  void on_read_error(beast::error_code ec);
+  void on_request();
+  void answer_and_close(response&& res);
+  void send(response&& res);
+  void on_write(beast::error_code ec, std::size_t n);
+  void shutdown_gracefully();
+  void do_linger();
+  void close_now();
+  void fail(beast::error_code ec, const char* what);
+
+  std::shared_ptr<server_state> state_;
+  beast::tcp_stream stream_;
+  asio::any_io_executor executor_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<response> res_;  // the answer being written (alive until the write completes)
+  connection_slot slot_;
+  std::string peer_;
+  std::array<char, 1024> discard_{};  // lingering close: what the client still sends is dropped
+  unsigned version_ = 11;
+  bool keep_alive_ = false;
+  bool overloaded_ = false;
+  bool first_request_ = true;
+  bool busy_ = false;      // a request was read and is not answered yet
+  bool stopping_ = false;  // server stop: close after the current answer
+  bool closed_ = false;
+  bool handed_off_ = false;  // the socket now belongs to an sse_session
+};
+
+}  // namespace relay::net

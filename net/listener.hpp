@@ -1,0 +1,35 @@
+#pragma once
+// Accepts connections and hands each to an http_session on the next Asio context (round robin).
+
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <memory>
+
+#include "net/beast.hpp"
+#include "net/server_state.hpp"
+
+namespace relay::net {
+
+class listener : public std::enable_shared_from_this<listener> {
+ public:
+  /// Opens, binds and listens on `ep` (the acceptor runs on `ioc`). Throws std::runtime_error.
+  listener(asio::io_context& ioc, const tcp::endpoint& ep, std::shared_ptr<server_state> state);
+
+  uint16_t port() const noexcept { return port_; }
+  /// Starts accepting (any thread).
+  void run();
+  /// Stops accepting (any thread); established connections are not touched.
+  void stop();
+
+ private:
+  void do_accept();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+
+  std::shared_ptr<server_state> state_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer backoff_;  // out of file descriptors: retry accepting a little later
+  uint16_t port_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace relay::net

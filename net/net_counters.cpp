@@ -1,0 +1,34 @@
+#include "net/net_counters.hpp"
+
+namespace relay::net {
+
+namespace {
+
+template <class T>
+void add(std::vector<metric_sample>& out, const char* name, const char* help, const char* type,
+         const std::atomic<T>& value) {
+  metric_sample s;
+  s.name = name;
+  s.help = help;
+  s.type = type;
+  s.value = static_cast<double>(value.load(std::memory_order_relaxed));
+  out.push_back(std::move(s));
+}
+
+}  // namespace
+
+void net_counters::append_to(std::vector<metric_sample>& out) const {
+  add(out, "relay_connections", "Open client connections.", "gauge", connections);
+  add(out, "relay_sse_sessions", "Open SSE streams.", "gauge", sse_sessions);
+  add(out, "relay_http_requests_total", "HTTP requests read.", "counter", http_requests);
+  add(out, "relay_slow_consumer_drops_total",
+      "Streams closed because their outbound queue exceeded the limit.", "counter",
+      slow_consumer_drops);
+  add(out, "relay_frames_out_total", "SSE frames written.", "counter", frames_out);
+  add(out, "relay_bytes_out_total", "Bytes written to clients.", "counter", bytes_out);
+  add(out, "relay_writes_total",
+      "Socket write calls; frames_out/writes shows how many frames share a writev.", "counter",
+      writes);
+}
+
+}  // namespace relay::net

@@ -1,0 +1,59 @@
+#pragma once
+// The network layer's own Prometheus samples, as plain atomics bumped on the Asio threads.
+
+#include <atomic>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "protocols/metrics.hpp"
+
+namespace relay::net {
+
+struct net_counters {
+  std::atomic<int64_t> connections{0};           // gauge: open client sockets
+  std::atomic<int64_t> sse_sessions{0};          // gauge: streams past their response header
+  std::atomic<uint64_t> http_requests{0};        // requests read (answered or streamed)
+  std::atomic<uint64_t> slow_consumer_drops{0};  // streams closed at the outbound limit
+  std::atomic<uint64_t> frames_out{0};           // SSE event/gap frames written
+  std::atomic<uint64_t> bytes_out{0};            // bytes written to clients (HTTP and SSE)
+  std::atomic<uint64_t> writes{0};               // socket write calls (HTTP and SSE)
+
+  /// Appends one sample per counter (relay_connections, relay_http_requests_total, ...).
+  void append_to(std::vector<metric_sample>& out) const;
+};
+
+/// Counts one open connection for as long as it lives; moves with the socket from the HTTP
+/// session to the SSE session and back.
+class connection_slot {
+ public:
+  connection_slot() noexcept = default;
+  explicit connection_slot(std::atomic<int64_t>& gauge) noexcept
+      : gauge_(&gauge), count_(gauge.fetch_add(1, std::memory_order_relaxed) + 1) {}
+  connection_slot(connection_slot&& other) noexcept
+      : gauge_(std::exchange(other.gauge_, nullptr)), count_(other.count_) {}
+  connection_slot& operator=(connection_slot&& other) noexcept {
+    if (this != &other) {
+      reset();
+      gauge_ = std::exchange(other.gauge_, nullptr);
+      count_ = other.count_;
+    }
+    return *this;
+  }
+  connection_slot(const connection_slot&) = delete;
+  connection_slot& operator=(const connection_slot&) = delete;
+  ~connection_slot() { reset(); }
+
+  /// Open connections right after this one was counted (for the max_connections check).
+  int64_t count_at_open() const noexcept { return count_; }
+
+ private:
+  void reset() noexcept {
+    if (gauge_) gauge_->fetch_sub(1, std::memory_order_relaxed);
+    gauge_ = nullptr;
+  }
+  std::atomic<int64_t>* gauge_ = nullptr;
+  int64_t count_ = 0;
+};
+
+}  // namespace relay::net

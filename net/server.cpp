@@ -1,0 +1,85 @@
+#include "net/server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/ip/address.hpp>
+#include <chrono>
+#include <mutex>
+#include <stdexcept>
+
+#include "net/listener.hpp"
+#include "net/server_state.hpp"
+
+namespace relay {
+
+namespace {
+
+// Graceful stop: how long sessions get to flush and close, then how long after forcing them.
+constexpr std::chrono::milliseconds flush_timeout{2000};
+constexpr std::chrono::milliseconds force_timeout{500};
+
+}  // namespace
+
+struct server::impl {
+  impl(server_settings settings, node& n)
+      : state(std::make_shared<net::server_state>(std::move(settings), n)) {}
+
+  std::shared_ptr<net::server_state> state;
+  std::shared_ptr<net::listener> listener;
+  std::mutex mutex;  // start/stop
+  bool started = false;
+  bool stopped = false;
+  uint16_t port = 0;
+};
+
+server::server(server_settings settings, node& n)
+    : impl_(std::make_unique<impl>(std::move(settings), n)) {}
+
+server::~server() { stop(); }
+
+void server::start() {
+  std::lock_guard<std::mutex> guard{impl_->mutex};
+  if (impl_->started) return;
+  auto& state = *impl_->state;
+  const auto& cfg = state.settings();
+  net::beast::error_code ec;
+  auto address = net::asio::ip::make_address(cfg.host, ec);
+  if (ec) throw std::runtime_error("invalid server.host '" + cfg.host + "': " + ec.message());
+  impl_->listener = std::make_shared<net::listener>(
+      state.pool().context(0), net::tcp::endpoint{address, cfg.port}, impl_->state);
+  impl_->port = impl_->listener->port();
+  impl_->listener->run();
+  state.pool().start();
+  impl_->started = true;
+  spdlog::info("http listening host={} port={} io_threads={}", cfg.host, impl_->port,
+               state.pool().size());
+}
+
+uint16_t server::bound_port() const noexcept { return impl_->port; }
+
+// Stop accepting, ask every session to finish (answer in progress, SSE flush), wait a bounded
+// time, force what is left, then stop and join the Asio threads.
+void server::stop() {
+  std::lock_guard<std::mutex> guard{impl_->mutex};
+  if (!impl_->started || impl_->stopped) return;
+  impl_->stopped = true;
+  auto& state = *impl_->state;
+  impl_->listener->stop();
+  state.sessions().stop_all(false);
+  if (!state.sessions().wait_empty(flush_timeout)) {
+    spdlog::info("http stop forcing sessions={}", state.sessions().size());
+    state.sessions().stop_all(true);
+    state.sessions().wait_empty(force_timeout);
+  }
+  state.set_halted();
+  state.pool().stop();
+  state.pool().join();
+  // Handlers completed by the closes above but not yet run would keep their sessions (and this
+  // state) alive in the stopped contexts: run them here, on this thread, now that no Asio
+  // thread runs.
+  state.pool().drain_after_join();
+  impl_->listener.reset();
+  spdlog::info("http stopped sessions_left={}", state.sessions().size());
+}
+
+}  // namespace relay

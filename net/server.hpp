@@ -1,0 +1,53 @@
+#pragma once
+// The HTTP/SSE server: Beast on a fixed pool of Asio threads (one io_context per thread, each
+// session pinned to one). It answers the HTTP API of PROTOCOL.md and streams SSE, talking to the
+// actor layer only through relay::node.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace relay {
+
+class node;
+
+/// Options of the network layer (config keys server.*, auth.*, sse.*, limits.*).
+struct server_settings {
+  std::string host = "127.0.0.1";          // server.host
+  uint16_t port = 8080;                    // server.port (0: ephemeral, see bound_port())
+  unsigned io_threads = 1;                 // server.io_threads
+  std::string jwt_secret;                  // auth.jwt_secret (HS256)
+  int64_t jwt_leeway_s = 0;                // auth.leeway_s
+  std::size_t body_limit = 1 << 20;        // limits.body_bytes (413 past it)
+  std::size_t header_limit = 16 * 1024;    // limits.header_bytes
+  unsigned header_timeout_s = 10;          // limits.header_timeout_s (read deadline of a request)
+  unsigned idle_timeout_s = 60;            // limits.idle_timeout_s (keep-alive idle)
+  std::size_t sse_outbound_limit = 4 << 20;  // sse.outbound_limit_bytes: past it, slow consumer
+  unsigned sse_retry_ms = 2000;            // sse.retry_ms
+  unsigned sse_heartbeat_s = 15;           // sse.heartbeat_s
+  unsigned sse_write_delay_ms = 0;         // sse.write_delay_ms (coalescing; 0 = off)
+  std::size_t max_connections = 100000;    // limits.max_connections (503 past it)
+  std::string public_url;                  // server.public_url, for events_url (empty: relative)
+};
+
+class server {
+ public:
+  server(server_settings settings, node& n);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds and starts accepting on the Asio threads. Throws std::runtime_error if it cannot bind.
+  void start();
+  /// The port actually bound (useful with port 0).
+  uint16_t bound_port() const noexcept;
+  /// Graceful stop: stop accepting, close every session after a final flush (bounded wait),
+  /// join the Asio threads. Idempotent. Call from a thread that is not an Asio thread.
+  void stop();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace relay
