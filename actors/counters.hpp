@@ -8,18 +8,18 @@
 namespace relay {
 
 struct node_counters {
-  std::atomic<int64_t> runs_active{0};        // run actors alive (running or in their TTL)
+  std::atomic<int64_t> runs_active{0};  // run actors alive (running or in their TTL)
   std::atomic<uint64_t> runs_created{0};
-  std::atomic<uint64_t> events_in{0};         // events appended to topics (all kinds)
-  std::atomic<uint64_t> events_out{0};        // event deliveries handed to sessions
-  std::atomic<uint64_t> frames_encoded{0};    // frames encoded by the edge (once per event)
-  std::atomic<uint64_t> replay_hits{0};       // subscriptions served from the ring
-  std::atomic<uint64_t> gaps{0};              // subscriptions that started with a gap
-  std::atomic<uint64_t> restarts{0};          // supervised restarts
-  std::atomic<uint64_t> crashes_final{0};     // entities failed past their restart budget
-  std::atomic<uint64_t> timeouts{0};          // runs ended by inactivity
+  std::atomic<uint64_t> events_in{0};       // events appended to topics (all kinds)
+  std::atomic<uint64_t> events_out{0};      // event deliveries handed to sessions
+  std::atomic<uint64_t> frames_encoded{0};  // frames encoded by the edge (once per event)
+  std::atomic<uint64_t> replay_hits{0};     // subscriptions served from the ring
+  std::atomic<uint64_t> gaps{0};            // subscriptions that started with a gap
+  std::atomic<uint64_t> restarts{0};        // supervised restarts
+  std::atomic<uint64_t> crashes_final{0};   // entities failed past their restart budget
+  std::atomic<uint64_t> timeouts{0};        // runs ended by inactivity
   std::atomic<uint64_t> passivations{0};
-  std::atomic<int64_t> subscriptions{0};      // live subscriptions at the edge
+  std::atomic<int64_t> subscriptions{0};  // live subscriptions at the edge
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);

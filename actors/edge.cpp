@@ -3,11 +3,11 @@
 
 #include "actors/edge.hpp"
 
-#include <algorithm>
-#include <chrono>
-
-#include <caf/all.hpp>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <caf/all.hpp>
+#include <chrono>
 
 #include "protocols/sse.hpp"
 
@@ -26,8 +26,7 @@ constexpr auto subscribe_timeout = std::chrono::seconds(10);
 
 subscription* find_sub(topic_entry& tp, uint64_t id) {
   for (auto& s : tp.subs)
-    if (s.id == id)
-      return &s;
+    if (s.id == id) return &s;
   return nullptr;
 }
 
@@ -35,8 +34,7 @@ subscription* find_sub(topic_entry& tp, uint64_t id) {
 void release_topic(edge_actor_type* self, const std::string& name) {
   auto& st = self->state;
   auto it = st.topics.find(name);
-  if (it == st.topics.end() || !it->second.subs.empty())
-    return;
+  if (it == st.topics.end() || !it->second.subs.empty()) return;
   if (auto& owner = it->second.owner) {
     self->send(owner, unsubscribe_atom::value, caf::actor_cast<caf::actor>(self));
     self->demonitor(owner);
@@ -49,31 +47,25 @@ void remove_sub(edge_actor_type* self, topic_entry& tp, uint64_t id) {
   auto& st = self->state;
   auto it = std::find_if(tp.subs.begin(), tp.subs.end(),
                          [id](const subscription& s) { return s.id == id; });
-  if (it == tp.subs.end())
-    return;
-  if (it->acked)
-    node_counters::add(st.counters->subscriptions, -1);
+  if (it == tp.subs.end()) return;
+  if (it->acked) node_counters::add(st.counters->subscriptions, -1);
   st.topic_of.erase(id);
   *it = std::move(tp.subs.back());
   tp.subs.pop_back();
 }
 
 frame_ptr cached_frame(const topic_entry& tp, const event& e) {
-  if (tp.recent.empty())
-    return nullptr;
+  if (tp.recent.empty()) return nullptr;
   auto first = tp.recent.front()->seq;
-  if (e.seq < first || e.seq - first >= tp.recent.size())
-    return nullptr;
+  if (e.seq < first || e.seq - first >= tp.recent.size()) return nullptr;
   auto& f = tp.recent[static_cast<std::size_t>(e.seq - first)];
   return f->seq == e.seq ? f : nullptr;
 }
 
 void remember(topic_entry& tp, const frame_ptr& f) {
-  if (!tp.recent.empty() && tp.recent.back()->seq + 1 != f->seq)
-    tp.recent.clear();
+  if (!tp.recent.empty() && tp.recent.back()->seq + 1 != f->seq) tp.recent.clear();
   tp.recent.push_back(f);
-  if (tp.recent.size() > recent_frames)
-    tp.recent.pop_front();
+  if (tp.recent.size() > recent_frames) tp.recent.pop_front();
 }
 
 void request_subscribe(edge_actor_type* self, const std::string& name, uint64_t sub_id,
@@ -83,11 +75,9 @@ void on_sub_error(edge_actor_type* self, const std::string& name, uint64_t sub_i
                   const caf::error& err) {
   auto& st = self->state;
   auto t = st.topics.find(name);
-  if (t == st.topics.end())
-    return;
+  if (t == st.topics.end()) return;
   auto sub = find_sub(t->second, sub_id);
-  if (!sub)
-    return;
+  if (!sub) return;
   // A CAF-level failure (the run died while answering, the shard still had its old handle) is
   // transient while a supervisor restarts the run: try again shortly, a bounded number of times.
   if (err.category() != error_category && sub->retries < max_resubscribe_attempts) {
@@ -107,8 +97,7 @@ void on_sub_error(edge_actor_type* self, const std::string& name, uint64_t sub_i
 }
 
 /// The topic answered a subscribe: hand the replay to the session, then it is live.
-void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id,
-               replay_reply& r) {
+void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, replay_reply& r) {
   auto& st = self->state;
   auto t = st.topics.find(name);
   if (t == st.topics.end()) {
@@ -128,8 +117,7 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id,
     st.topic_by_owner[tp.owner.address()] = name;
   }
   auto sub = find_sub(tp, sub_id);
-  if (!sub)
-    return;
+  if (!sub) return;
   auto out = sub->out.lock();
   if (!out) {
     remove_sub(self, tp, sub_id);
@@ -148,24 +136,20 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id,
   bool terminal = false;
   std::size_t events = 0;
   for (auto& e : r.events) {
-    if (e.seq <= sub->sent_seq)
-      continue;
+    if (e.seq <= sub->sent_seq) continue;
     auto f = sub->format == wire_format::sse ? cached_frame(tp, e) : nullptr;
-    if (!f)
-      f = encode_frame(e, sub->format, terminal_type(name, e.type));
+    if (!f) f = encode_frame(e, sub->format, terminal_type(name, e.type));
     terminal = terminal || f->terminal;
     frames.push_back(std::move(f));
     ++events;
   }
-  if (!frames.empty())
-    out->on_frames(sub_id, frames.data(), frames.size());
+  if (!frames.empty()) out->on_frames(sub_id, frames.data(), frames.size());
   frames.clear();
   node_counters::add(st.counters->events_out, events);
   sub->sent_seq = std::max(sub->sent_seq, r.last_seq);
   sub->live = true;
   sub->retries = 0;
-  if (!terminal && r.ended)
-    out->on_closed(sub_id, error{errc::not_found, "the run has ended"});
+  if (!terminal && r.ended) out->on_closed(sub_id, error{errc::not_found, "the run has ended"});
   if (terminal || r.ended) {
     remove_sub(self, tp, sub_id);
     release_topic(self, name);
@@ -175,11 +159,10 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id,
 void request_subscribe(edge_actor_type* self, const std::string& name, uint64_t sub_id,
                        const caller& who, uint64_t after) {
   auto id = name.substr(4);  // "run:<id>"
-  self
-    ->request(self->state.shard, subscribe_timeout, caf::subscribe_atom::value, std::move(id), who,
-              after, caf::actor_cast<caf::actor>(self))
-    .then([=](replay_reply& r) { on_replay(self, name, sub_id, r); },
-          [=](caf::error& err) { on_sub_error(self, name, sub_id, err); });
+  self->request(self->state.shard, subscribe_timeout, caf::subscribe_atom::value, std::move(id),
+                who, after, caf::actor_cast<caf::actor>(self))
+      .then([=](replay_reply& r) { on_replay(self, name, sub_id, r); },
+            [=](caf::error& err) { on_sub_error(self, name, sub_id, err); });
 }
 
 /// Live events of a topic: encode each once, hand the shared frames to every live session.
@@ -209,27 +192,24 @@ void on_events(edge_actor_type* self, topic_events& msg) {
   uint64_t delivered = 0;
   std::vector<uint64_t> finished;
   for (auto& sub : tp.subs) {
-    if (!sub.live)
-      continue;  // its replay is on the way and covers these events
+    if (!sub.live) continue;  // its replay is on the way and covers these events
     auto out = sub.out.lock();
     if (!out) {
       finished.push_back(sub.id);
       continue;
     }
-    if (sub.sent_seq >= last)
-      continue;
-    std::size_t from = sub.sent_seq >= first ? static_cast<std::size_t>(sub.sent_seq - first + 1) : 0;
+    if (sub.sent_seq >= last) continue;
+    std::size_t from =
+        sub.sent_seq >= first ? static_cast<std::size_t>(sub.sent_seq - first + 1) : 0;
     out->on_frames(sub.id, frames.data() + from, frames.size() - from);
     delivered += frames.size() - from;
     sub.sent_seq = last;
-    if (terminal)
-      finished.push_back(sub.id);
+    if (terminal) finished.push_back(sub.id);
   }
   frames.clear();
   node_counters::add(st.counters->events_out, delivered);
   if (!finished.empty()) {
-    for (auto id : finished)
-      remove_sub(self, tp, id);
+    for (auto id : finished) remove_sub(self, tp, id);
     release_topic(self, msg.topic);
   }
 }
@@ -237,13 +217,11 @@ void on_events(edge_actor_type* self, topic_events& msg) {
 void on_topic_down(edge_actor_type* self, caf::down_msg& dm) {
   auto& st = self->state;
   auto o = st.topic_by_owner.find(dm.source);
-  if (o == st.topic_by_owner.end())
-    return;
+  if (o == st.topic_by_owner.end()) return;
   auto name = std::move(o->second);
   st.topic_by_owner.erase(o);
   auto t = st.topics.find(name);
-  if (t == st.topics.end())
-    return;
+  if (t == st.topics.end()) return;
   auto& tp = t->second;
   tp.owner = nullptr;
   tp.recent.clear();
@@ -252,8 +230,7 @@ void on_topic_down(edge_actor_type* self, caf::down_msg& dm) {
     for (auto& sub : tp.subs) {
       if (auto out = sub.out.lock())
         out->on_closed(sub.id, error{errc::unavailable, "the topic was closed"});
-      if (sub.acked)
-        node_counters::add(st.counters->subscriptions, -1);
+      if (sub.acked) node_counters::add(st.counters->subscriptions, -1);
       st.topic_of.erase(sub.id);
     }
     st.topics.erase(t);
@@ -262,8 +239,7 @@ void on_topic_down(edge_actor_type* self, caf::down_msg& dm) {
   // Crashed: its supervisor restarts it. Every live session resumes from what it was sent; those
   // still waiting for a replay get an error answer to their request and retry on their own.
   for (auto& sub : tp.subs) {
-    if (!sub.live)
-      continue;
+    if (!sub.live) continue;
     sub.live = false;
     request_subscribe(self, name, sub.id, sub.who, sub.sent_seq);
   }
@@ -298,65 +274,61 @@ caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters*
   self->state.counters = counters;
   self->set_down_handler([=](caf::down_msg& dm) { on_topic_down(self, dm); });
   return {
-    [=](caf::subscribe_atom, uint64_t sub_id, const caller& who, const std::string& topic,
-        uint64_t after, std::weak_ptr<sink>& out) {
-      auto& st = self->state;
-      auto sink_ptr = out.lock();
-      if (!sink_ptr)
-        return;
-      if (!topic.starts_with("run:") || topic.size() <= 4) {
-        sink_ptr->on_subscribed(sub_id, error{errc::not_found, "unknown topic"});
-        return;
-      }
-      if (st.topic_of.count(sub_id)) {
-        sink_ptr->on_subscribed(sub_id, error{errc::conflict, "subscription id in use"});
-        return;
-      }
-      subscription sub;
-      sub.id = sub_id;
-      sub.who = who;
-      sub.out = std::move(out);
-      sub.format = sink_ptr->format();
-      sub.sent_seq = after;
-      st.topics[topic].subs.push_back(std::move(sub));
-      st.topic_of.emplace(sub_id, topic);
-      request_subscribe(self, topic, sub_id, who, after);
-    },
-    [=](unsubscribe_atom, uint64_t sub_id) {
-      auto& st = self->state;
-      auto it = st.topic_of.find(sub_id);
-      if (it == st.topic_of.end())
-        return;
-      auto name = it->second;
-      auto t = st.topics.find(name);
-      if (t != st.topics.end()) {
-        remove_sub(self, t->second, sub_id);
-        release_topic(self, name);
-      }
-    },
-    [=](resub_atom, uint64_t sub_id) {
-      auto& st = self->state;
-      auto it = st.topic_of.find(sub_id);
-      if (it == st.topic_of.end())
-        return;
-      auto name = it->second;
-      auto sub = find_sub(st.topics[name], sub_id);
-      if (sub)
-        request_subscribe(self, name, sub_id, sub->who, sub->sent_seq);
-    },
-    [=](topic_events& msg) { on_events(self, msg); },
-    [=](stop_atom) {
-      auto& st = self->state;
-      for (auto& [name, tp] : st.topics)
-        for (auto& sub : tp.subs)
-          if (auto out = sub.out.lock())
-            out->on_closed(sub.id, error{errc::unavailable, "the server is stopping"});
-      st.topics.clear();
-      st.topic_of.clear();
-      node_counters::add(st.counters->subscriptions,
-                         -st.counters->subscriptions.load(std::memory_order_relaxed));
-      self->quit();
-    },
+      [=](caf::subscribe_atom, uint64_t sub_id, const caller& who, const std::string& topic,
+          uint64_t after, std::weak_ptr<sink>& out) {
+        auto& st = self->state;
+        auto sink_ptr = out.lock();
+        if (!sink_ptr) return;
+        if (!topic.starts_with("run:") || topic.size() <= 4) {
+          sink_ptr->on_subscribed(sub_id, error{errc::not_found, "unknown topic"});
+          return;
+        }
+        if (st.topic_of.count(sub_id)) {
+          sink_ptr->on_subscribed(sub_id, error{errc::conflict, "subscription id in use"});
+          return;
+        }
+        subscription sub;
+        sub.id = sub_id;
+        sub.who = who;
+        sub.out = std::move(out);
+        sub.format = sink_ptr->format();
+        sub.sent_seq = after;
+        st.topics[topic].subs.push_back(std::move(sub));
+        st.topic_of.emplace(sub_id, topic);
+        request_subscribe(self, topic, sub_id, who, after);
+      },
+      [=](unsubscribe_atom, uint64_t sub_id) {
+        auto& st = self->state;
+        auto it = st.topic_of.find(sub_id);
+        if (it == st.topic_of.end()) return;
+        auto name = it->second;
+        auto t = st.topics.find(name);
+        if (t != st.topics.end()) {
+          remove_sub(self, t->second, sub_id);
+          release_topic(self, name);
+        }
+      },
+      [=](resub_atom, uint64_t sub_id) {
+        auto& st = self->state;
+        auto it = st.topic_of.find(sub_id);
+        if (it == st.topic_of.end()) return;
+        auto name = it->second;
+        auto sub = find_sub(st.topics[name], sub_id);
+        if (sub) request_subscribe(self, name, sub_id, sub->who, sub->sent_seq);
+      },
+      [=](topic_events& msg) { on_events(self, msg); },
+      [=](stop_atom) {
+        auto& st = self->state;
+        for (auto& [name, tp] : st.topics)
+          for (auto& sub : tp.subs)
+            if (auto out = sub.out.lock())
+              out->on_closed(sub.id, error{errc::unavailable, "the server is stopping"});
+        st.topics.clear();
+        st.topic_of.clear();
+        node_counters::add(st.counters->subscriptions,
+                           -st.counters->subscriptions.load(std::memory_order_relaxed));
+        self->quit();
+      },
   };
 }
 

@@ -4,13 +4,12 @@
 // format into a shared immutable frame and hands that frame to every subscribed session's sink.
 // Internal to actors/.
 
+#include <caf/stateful_actor.hpp>
 #include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include <caf/stateful_actor.hpp>
 
 #include "actors/counters.hpp"
 #include "actors/messages.hpp"

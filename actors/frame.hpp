@@ -26,8 +26,8 @@ using frame_ptr = std::shared_ptr<const frame>;
 
 /// The answer to a subscribe, delivered to the sink before any frame of that subscription.
 struct subscribe_ok {
-  uint64_t last_seq = 0;   // the topic's last seq at the moment of subscribing
-  bool recovered = true;   // false when a gap frame follows (the position was no longer retained)
+  uint64_t last_seq = 0;  // the topic's last seq at the moment of subscribing
+  bool recovered = true;  // false when a gap frame follows (the position was no longer retained)
 };
 
 /// A session's receiving end, implemented in net/. All calls for one sink come from the edge,
@@ -45,8 +45,7 @@ class sink {
   /// Several frames of one subscription at once (one lock and at most one post for the batch).
   /// The default forwards to on_frame; sessions override it on the hot path.
   virtual void on_frames(uint64_t sub_id, const frame_ptr* frames, std::size_t count) {
-    for (std::size_t i = 0; i < count; ++i)
-      on_frame(sub_id, frames[i]);
+    for (std::size_t i = 0; i < count; ++i) on_frame(sub_id, frames[i]);
   }
   /// The topic ended the subscription without a terminal event (e.g. the run was passivated or
   /// the node is stopping). The session closes the stream; the client resumes elsewhere.

@@ -1,7 +1,7 @@
 #pragma once
 // The table of contents of the actor layer: every atom and every message type that crosses an actor
-// boundary, each a plain struct with an `inspect` overload (invariant 5: cluster-ready). Included by
-// actors/*.cpp and actor tests only — CAF headers stay out of net/ and protocols/.
+// boundary, each a plain struct with an `inspect` overload (invariant 5: cluster-ready). Included
+// by actors/*.cpp and actor tests only — CAF headers stay out of net/ and protocols/.
 //
 // Handlers, by actor (request → reply):
 //
@@ -17,9 +17,9 @@
 // run (one per run; owns seq, ring, status, inactivity timer, TTL):
 //   (get_atom, caller) → run_info; (append_atom, caller, events) → uint64_t;
 //   (finish_atom, caller, finish_kind, data) → run_info;
-//   (subscribe_atom, caller, after, actor edge) → replay_reply   (registers the edge in the same step)
-//   (unsubscribe_atom, actor edge)
-//   (emit_atom) synthetic producer step; (timeout_atom) inactivity check; (passivate_atom) TTL end
+//   (subscribe_atom, caller, after, actor edge) → replay_reply   (registers the edge in the same
+//   step) (unsubscribe_atom, actor edge) (emit_atom) synthetic producer step; (timeout_atom)
+//   inactivity check; (passivate_atom) TTL end
 //
 // edge (one per node; encodes once per event and fans out to sessions):
 //   (subscribe_atom, sub_id, caller, topic, after, weak_ptr<sink>)  from node::subscribe
@@ -28,19 +28,18 @@
 //   (stop_atom)                                                      node shutdown: close all
 
 #include <atomic>
-#include <memory>
-#include <string>
-#include <vector>
-
-#include <caf/allowed_unsafe_message_type.hpp>
-#include <caf/atom.hpp>
-#include <caf/fwd.hpp>
-#include <caf/error.hpp>
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
 #include <caf/actor_clock.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/fwd.hpp>
 #include <caf/make_message.hpp>
 #include <caf/meta/type_name.hpp>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "actors/frame.hpp"
 #include "actors/node.hpp"
@@ -131,8 +130,8 @@ typename Inspector::result_type inspect(Inspector& f, topic_events& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replay_reply& x) {
-  return f(caf::meta::type_name("relay.replay_reply"), x.topic_actor, x.last_seq, x.gap,
-           x.gap_from, x.gap_to, x.ended, x.events);
+  return f(caf::meta::type_name("relay.replay_reply"), x.topic_actor, x.last_seq, x.gap, x.gap_from,
+           x.gap_to, x.ended, x.events);
 }
 
 // -- errors across actors ------------------------------------------------------------------------

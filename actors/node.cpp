@@ -2,12 +2,12 @@
 
 #include "actors/node.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
+#include <caf/all.hpp>
 #include <chrono>
 #include <thread>
-
-#include <caf/all.hpp>
-#include <spdlog/spdlog.h>
 
 #include "actors/counters.hpp"
 #include "actors/edge.hpp"
@@ -56,12 +56,11 @@ struct node::impl {
     // The callback and the request travel as spawn arguments, not captures: CAF 0.17 binds a
     // null tuple for argument-less spawns (a UBSan finding in caf/detail/init_fun_factory.hpp).
     system->spawn(
-      [](caf::event_based_actor* self, callback<T> done, MakeRequest make_request) {
-        make_request(self).then(
-          [done](T& x) { done(result<T>{std::move(x)}); },
-          [done](caf::error& e) { done(result<T>{from_caf_error(e)}); });
-      },
-      std::move(done), std::move(make_request));
+        [](caf::event_based_actor* self, callback<T> done, MakeRequest make_request) {
+          make_request(self).then([done](T& x) { done(result<T>{std::move(x)}); },
+                                  [done](caf::error& e) { done(result<T>{from_caf_error(e)}); });
+        },
+        std::move(done), std::move(make_request));
   }
 
   node_settings settings;
@@ -76,9 +75,7 @@ struct node::impl {
 
 node::node(node_settings settings) : impl_(std::make_unique<impl>(std::move(settings))) {}
 
-node::~node() {
-  stop();
-}
+node::~node() { stop(); }
 
 void node::create_run(const caller& who, create_run_request req, callback<create_run_reply> done) {
   auto shard = impl_->shard;
@@ -104,21 +101,21 @@ void node::list_runs(const caller& who, bool active_only, callback<std::vector<r
 void node::append(const caller& who, std::string id, std::vector<event_input> events,
                   callback<uint64_t> done) {
   auto shard = impl_->shard;
-  impl_->ask<uint64_t>(std::move(done), [=, id = std::move(id),
-                                         events = std::move(events)](auto* self) mutable {
-    return self->request(shard, request_timeout, append_atom::value, std::move(id), who,
-                         std::move(events));
-  });
+  impl_->ask<uint64_t>(std::move(done),
+                       [=, id = std::move(id), events = std::move(events)](auto* self) mutable {
+                         return self->request(shard, request_timeout, append_atom::value,
+                                              std::move(id), who, std::move(events));
+                       });
 }
 
 void node::finish(const caller& who, std::string id, finish_kind how, std::string data,
                   callback<run_info> done) {
   auto shard = impl_->shard;
-  impl_->ask<run_info>(std::move(done), [=, id = std::move(id),
-                                         data = std::move(data)](auto* self) mutable {
-    return self->request(shard, request_timeout, finish_atom::value, std::move(id), who, how,
-                         std::move(data));
-  });
+  impl_->ask<run_info>(std::move(done),
+                       [=, id = std::move(id), data = std::move(data)](auto* self) mutable {
+                         return self->request(shard, request_timeout, finish_atom::value,
+                                              std::move(id), who, how, std::move(data));
+                       });
 }
 
 void node::subscribe(const caller& who, std::string topic, uint64_t after, std::weak_ptr<sink> out,
@@ -133,21 +130,16 @@ void node::subscribe(const caller& who, std::string topic, uint64_t after, std::
 }
 
 void node::unsubscribe(uint64_t sub_id) {
-  if (!impl_->stopped.load())
-    caf::anon_send(impl_->edge, unsubscribe_atom::value, sub_id);
+  if (!impl_->stopped.load()) caf::anon_send(impl_->edge, unsubscribe_atom::value, sub_id);
 }
 
 uint64_t node::next_sub_id() noexcept {
   return impl_->next_sub.fetch_add(1, std::memory_order_relaxed);
 }
 
-const std::string& node::name() const noexcept {
-  return impl_->settings.name;
-}
+const std::string& node::name() const noexcept { return impl_->settings.name; }
 
-const run_limits& node::limits() const noexcept {
-  return impl_->settings.limits;
-}
+const run_limits& node::limits() const noexcept { return impl_->settings.limits; }
 
 void node::collect_metrics(std::vector<metric_sample>& out) const {
   auto& c = impl_->counters;
@@ -157,29 +149,28 @@ void node::collect_metrics(std::vector<metric_sample>& out) const {
   out.push_back({"relay_runs_created_total", "Runs created", "counter", get(c.runs_created), ""});
   out.push_back({"relay_subscriptions", "Live subscriptions at this node's edge", "gauge",
                  get(c.subscriptions), ""});
-  out.push_back({"relay_events_in_total", "Events appended to topics", "counter",
-                 get(c.events_in), ""});
+  out.push_back(
+      {"relay_events_in_total", "Events appended to topics", "counter", get(c.events_in), ""});
   out.push_back({"relay_events_out_total", "Event deliveries handed to sessions", "counter",
                  get(c.events_out), ""});
   out.push_back({"relay_frames_encoded_total", "Frames encoded by the edge (once per event)",
                  "counter", get(c.frames_encoded), ""});
   out.push_back({"relay_replay_hits_total", "Subscriptions that received a replay from the ring",
                  "counter", get(c.replay_hits), ""});
-  out.push_back({"relay_gaps_total", "Subscriptions that started with a gap", "counter",
-                 get(c.gaps), ""});
+  out.push_back(
+      {"relay_gaps_total", "Subscriptions that started with a gap", "counter", get(c.gaps), ""});
   out.push_back({"relay_restarts_total", "Supervised restarts of crashed topics", "counter",
                  get(c.restarts), ""});
-  out.push_back({"relay_crashes_final_total", "Topics failed past their restart budget",
-                 "counter", get(c.crashes_final), ""});
+  out.push_back({"relay_crashes_final_total", "Topics failed past their restart budget", "counter",
+                 get(c.crashes_final), ""});
   out.push_back({"relay_run_timeouts_total", "Runs ended by their inactivity timer", "counter",
                  get(c.timeouts), ""});
-  out.push_back({"relay_passivations_total", "Topic actors passivated", "counter",
-                 get(c.passivations), ""});
+  out.push_back(
+      {"relay_passivations_total", "Topic actors passivated", "counter", get(c.passivations), ""});
 }
 
 void node::stop() {
-  if (!impl_ || impl_->stopped.exchange(true))
-    return;
+  if (!impl_ || impl_->stopped.exchange(true)) return;
   spdlog::info("node stopping name={}", impl_->settings.name);
   caf::anon_send(impl_->edge, stop_atom::value);
   caf::anon_send(impl_->shard, stop_atom::value);

@@ -68,8 +68,8 @@ class node {
   void append(const caller& who, std::string id, std::vector<event_input> events,
               callback<uint64_t> done);
 
-  /// complete/fail: service or admin role; cancel: the owner, a service or an admin. `data` is compact JSON
-  /// (complete: the data, fail: the error object). A terminal run answers conflict.
+  /// complete/fail: service or admin role; cancel: the owner, a service or an admin. `data` is
+  /// compact JSON (complete: the data, fail: the error object). A terminal run answers conflict.
   void finish(const caller& who, std::string id, finish_kind how, std::string data,
               callback<run_info> done);
 

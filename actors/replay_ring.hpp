@@ -70,8 +70,7 @@ class replay_ring {
     }
     if (next <= last_seq_) {
       r.events.reserve(static_cast<std::size_t>(last_seq_ - next + 1));
-      for (uint64_t s = next; s <= last_seq_; ++s)
-        r.events.push_back(at(s));
+      for (uint64_t s = next; s <= last_seq_; ++s) r.events.push_back(at(s));
     }
     return r;
   }

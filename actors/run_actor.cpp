@@ -2,11 +2,11 @@
 
 #include "actors/run_actor.hpp"
 
-#include <chrono>
-#include <string>
+#include <spdlog/spdlog.h>
 
 #include <caf/all.hpp>
-#include <spdlog/spdlog.h>
+#include <chrono>
+#include <string>
 
 namespace relay {
 
@@ -14,29 +14,24 @@ namespace {
 
 using std::chrono::seconds;
 
-bool may_produce(const caller& who) noexcept {
-  return at_least(who.who, role::service);
-}
+bool may_produce(const caller& who) noexcept { return at_least(who.who, role::service); }
 
 /// Appends events to the ring, numbers them, and sends them once to every subscribed edge.
 /// The only place a run assigns seq.
 void publish(run_actor_type* self, std::vector<event> batch) {
   auto& st = self->state;
-  for (auto& e : batch)
-    st.ring.push(e);
+  for (auto& e : batch) st.ring.push(e);
   st.info.last_seq = st.ring.last_seq();
   st.checkpoint->last_seq.store(st.info.last_seq, std::memory_order_relaxed);
   node_counters::add(st.counters->events_in, batch.size());
-  if (st.edges.empty())
-    return;
+  if (st.edges.empty()) return;
   if (st.edges.size() == 1) {
     self->send(st.edges.front(), topic_events{st.topic, std::move(batch)});
     return;
   }
   // One message shared by every edge (CAF messages are copy-on-write).
   auto msg = caf::make_message(topic_events{st.topic, std::move(batch)});
-  for (auto& edge : st.edges)
-    self->send(edge, msg);
+  for (auto& edge : st.edges) self->send(edge, msg);
 }
 
 event make_event(run_actor_type* self, std::string type, std::string data) {
@@ -56,8 +51,8 @@ void end_run(run_actor_type* self, run_status status, std::string reason, std::s
   publish(self, std::move(batch));
   self->send(st.shard, ended_atom::value, st.info);
   self->delayed_send(self, seconds(st.request.ttl_s), passivate_atom::value);
-  spdlog::debug("run end id={} status={} reason={} last_seq={}", st.info.id,
-                to_string(status), st.info.reason, st.info.last_seq);
+  spdlog::debug("run end id={} status={} reason={} last_seq={}", st.info.id, to_string(status),
+                st.info.reason, st.info.last_seq);
 }
 
 /// One pending inactivity check at a time (CAF timers cannot be cancelled): when it fires, the
@@ -68,8 +63,7 @@ void arm_check(run_actor_type* self, caf::timespan in) {
 
 void check_inactivity(run_actor_type* self) {
   auto& st = self->state;
-  if (is_terminal(st.info.status))
-    return;
+  if (is_terminal(st.info.status)) return;
   auto idle = std::chrono::duration_cast<caf::timespan>(seconds(st.request.inactivity_s));
   auto elapsed = self->clock().now() - st.last_activity;
   if (elapsed >= idle) {
@@ -93,8 +87,7 @@ std::string synthetic_data(uint64_t i, uint32_t size) {
 /// `synthetic_batch` deltas per message in flood mode (then yields the mailbox to other messages).
 void emit_synthetic(run_actor_type* self) {
   auto& st = self->state;
-  if (is_terminal(st.info.status))
-    return;
+  if (is_terminal(st.info.status)) return;
   const auto& p = st.request.synthetic;
   uint64_t n = p.interval_ms == 0 ? st.synthetic_batch : 1;
   std::vector<event> batch;
@@ -148,99 +141,92 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
     st.synthetic_emitted = spec.resume_seq;
   }
   if (spec.crashed) {
-    end_run(self, run_status::failed, "crashed", "error",
-            R"({"code":"crashed","message":"the run crashed more often than its restart budget allows"})");
+    end_run(
+        self, run_status::failed, "crashed", "error",
+        R"({"code":"crashed","message":"the run crashed more often than its restart budget allows"})");
   } else {
     arm_check(self, std::chrono::duration_cast<caf::timespan>(seconds(st.request.inactivity_s)));
-    if (st.info.kind == run_kind::synthetic)
-      self->send(self, emit_atom::value);
+    if (st.info.kind == run_kind::synthetic) self->send(self, emit_atom::value);
   }
 
   return {
-    [=](caf::get_atom, const caller& who) -> caf::result<run_info> {
-      auto& st = self->state;
-      if (!may_read(who, st.info.owner))
-        return make_error(errc::not_found, "no such run");
-      return st.info;
-    },
-    [=](append_atom, const caller& who, std::vector<event_input>& in) -> caf::result<uint64_t> {
-      auto& st = self->state;
-      if (!may_read(who, st.info.owner))
-        return make_error(errc::not_found, "no such run");
-      if (!may_produce(who))
-        return make_error(errc::forbidden, "appending events needs the service role");
-      if (is_terminal(st.info.status))
-        return make_error(errc::conflict,
-                          "run is " + std::string{to_string(st.info.status)});
-      std::vector<event> batch;
-      batch.reserve(in.size());
-      auto ts = now_ms();
-      auto seq = st.ring.last_seq();
-      for (auto& x : in)
-        batch.push_back(event{++seq, std::move(x.type), std::move(x.data), ts});
-      st.last_activity = self->clock().now();
-      publish(self, std::move(batch));
-      return st.info.last_seq;
-    },
-    [=](finish_atom, const caller& who, finish_kind how,
-        std::string& data) -> caf::result<run_info> {
-      auto& st = self->state;
-      if (!may_read(who, st.info.owner))
-        return make_error(errc::not_found, "no such run");
-      if (how != finish_kind::cancel && !may_produce(who))
-        return make_error(errc::forbidden, "completing or failing a run needs the service role");
-      if (is_terminal(st.info.status))
-        return make_error(errc::conflict,
-                          "run is " + std::string{to_string(st.info.status)});
-      switch (how) {
-        case finish_kind::complete:
-          end_run(self, run_status::completed, "", "complete", std::move(data));
-          break;
-        case finish_kind::fail:
-          end_run(self, run_status::failed, "failed", "error", std::move(data));
-          break;
-        case finish_kind::cancel:
-          end_run(self, run_status::cancelled, "cancelled by " + who.sub, "cancelled",
-                  R"({"by":")" + who.sub + "\"}");
-          break;
-      }
-      return st.info;
-    },
-    [=](caf::subscribe_atom, const caller& who, uint64_t after,
-        const caf::actor& edge) -> caf::result<replay_reply> {
-      auto& st = self->state;
-      if (!may_read(who, st.info.owner))
-        return make_error(errc::not_found, "no such run");
-      // Registering the edge and answering the replay happen in this one step (invariant 3):
-      // every later event reaches the edge after this reply.
-      if (std::find(st.edges.begin(), st.edges.end(), edge) == st.edges.end())
-        st.edges.push_back(edge);
-      auto r = st.ring.after(after);
-      replay_reply reply;
-      reply.topic_actor = caf::actor_cast<caf::actor>(self);
-      reply.last_seq = st.ring.last_seq();
-      reply.gap = r.gap;
-      reply.gap_from = r.gap_from;
-      reply.gap_to = r.gap_to;
-      reply.ended = is_terminal(st.info.status);
-      reply.events = std::move(r.events);
-      if (r.gap)
-        node_counters::add(st.counters->gaps);
-      else if (!reply.events.empty())
-        node_counters::add(st.counters->replay_hits);
-      return reply;
-    },
-    [=](unsubscribe_atom, const caf::actor& edge) {
-      auto& edges = self->state.edges;
-      edges.erase(std::remove(edges.begin(), edges.end(), edge), edges.end());
-    },
-    [=](emit_atom) { emit_synthetic(self); },
-    [=](check_atom) { check_inactivity(self); },
-    [=](passivate_atom) {
-      node_counters::add(self->state.counters->passivations);
-      spdlog::debug("run passivate id={}", self->state.info.id);
-      self->quit();
-    },
+      [=](caf::get_atom, const caller& who) -> caf::result<run_info> {
+        auto& st = self->state;
+        if (!may_read(who, st.info.owner)) return make_error(errc::not_found, "no such run");
+        return st.info;
+      },
+      [=](append_atom, const caller& who, std::vector<event_input>& in) -> caf::result<uint64_t> {
+        auto& st = self->state;
+        if (!may_read(who, st.info.owner)) return make_error(errc::not_found, "no such run");
+        if (!may_produce(who))
+          return make_error(errc::forbidden, "appending events needs the service role");
+        if (is_terminal(st.info.status))
+          return make_error(errc::conflict, "run is " + std::string{to_string(st.info.status)});
+        std::vector<event> batch;
+        batch.reserve(in.size());
+        auto ts = now_ms();
+        auto seq = st.ring.last_seq();
+        for (auto& x : in) batch.push_back(event{++seq, std::move(x.type), std::move(x.data), ts});
+        st.last_activity = self->clock().now();
+        publish(self, std::move(batch));
+        return st.info.last_seq;
+      },
+      [=](finish_atom, const caller& who, finish_kind how,
+          std::string& data) -> caf::result<run_info> {
+        auto& st = self->state;
+        if (!may_read(who, st.info.owner)) return make_error(errc::not_found, "no such run");
+        if (how != finish_kind::cancel && !may_produce(who))
+          return make_error(errc::forbidden, "completing or failing a run needs the service role");
+        if (is_terminal(st.info.status))
+          return make_error(errc::conflict, "run is " + std::string{to_string(st.info.status)});
+        switch (how) {
+          case finish_kind::complete:
+            end_run(self, run_status::completed, "", "complete", std::move(data));
+            break;
+          case finish_kind::fail:
+            end_run(self, run_status::failed, "failed", "error", std::move(data));
+            break;
+          case finish_kind::cancel:
+            end_run(self, run_status::cancelled, "cancelled by " + who.sub, "cancelled",
+                    R"({"by":")" + who.sub + "\"}");
+            break;
+        }
+        return st.info;
+      },
+      [=](caf::subscribe_atom, const caller& who, uint64_t after,
+          const caf::actor& edge) -> caf::result<replay_reply> {
+        auto& st = self->state;
+        if (!may_read(who, st.info.owner)) return make_error(errc::not_found, "no such run");
+        // Registering the edge and answering the replay happen in this one step (invariant 3):
+        // every later event reaches the edge after this reply.
+        if (std::find(st.edges.begin(), st.edges.end(), edge) == st.edges.end())
+          st.edges.push_back(edge);
+        auto r = st.ring.after(after);
+        replay_reply reply;
+        reply.topic_actor = caf::actor_cast<caf::actor>(self);
+        reply.last_seq = st.ring.last_seq();
+        reply.gap = r.gap;
+        reply.gap_from = r.gap_from;
+        reply.gap_to = r.gap_to;
+        reply.ended = is_terminal(st.info.status);
+        reply.events = std::move(r.events);
+        if (r.gap)
+          node_counters::add(st.counters->gaps);
+        else if (!reply.events.empty())
+          node_counters::add(st.counters->replay_hits);
+        return reply;
+      },
+      [=](unsubscribe_atom, const caf::actor& edge) {
+        auto& edges = self->state.edges;
+        edges.erase(std::remove(edges.begin(), edges.end(), edge), edges.end());
+      },
+      [=](emit_atom) { emit_synthetic(self); },
+      [=](check_atom) { check_inactivity(self); },
+      [=](passivate_atom) {
+        node_counters::add(self->state.counters->passivations);
+        spdlog::debug("run passivate id={}", self->state.info.id);
+        self->quit();
+      },
   };
 }
 

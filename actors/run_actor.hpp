@@ -2,10 +2,9 @@
 // The run actor: one per run. Owns the run's seq, replay ring, status, inactivity timer and TTL
 // (invariant 1). Internal to actors/ (includes CAF).
 
+#include <caf/stateful_actor.hpp>
 #include <cstddef>
 #include <memory>
-
-#include <caf/stateful_actor.hpp>
 
 #include "actors/counters.hpp"
 #include "actors/messages.hpp"

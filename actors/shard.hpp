@@ -2,13 +2,12 @@
 // The shard: creates, finds and supervises runs on this node. Every lookup goes through it, so the
 // cluster issue can place runs on other nodes without touching callers. Internal to actors/.
 
+#include <caf/stateful_actor.hpp>
 #include <deque>
 #include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
-
-#include <caf/stateful_actor.hpp>
 
 #include "actors/counters.hpp"
 #include "actors/messages.hpp"

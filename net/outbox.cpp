@@ -20,7 +20,11 @@ bool outbox::push(const frame_ptr* frames, std::size_t count) {
   if (closed_ || count == 0) return false;
   // Only this function adds, under the mutex, so the check and the add cannot race with another
   // push; release() may run concurrently and only makes room.
-  if (queued_.load(std::memory_order_relaxed) + size > limit_) {
+  // An empty session always takes one batch, however large: a replay bigger than the limit
+  // (ring_capacity events of up to max_data_bytes) must not lock a resuming client out forever.
+  // Its memory is bounded by the ring it was copied from; the limit applies from then on.
+  const auto queued = queued_.load(std::memory_order_relaxed);
+  if (queued > 0 && queued + size > limit_) {
     closed_ = true;
     pending_.overflowed = true;
     pending_.overflow_bytes = queued_.load(std::memory_order_relaxed) + size;

@@ -17,8 +17,10 @@ namespace relay::net {
 /// a drain, so under load one posted handler moves many frames.
 ///
 /// Bound: a push that would take the queued bytes past `limit` is refused, the outbox closes and
-/// reports `overflowed` at the next drain (the session then closes as a slow consumer). Memory held
-/// by a session therefore never exceeds the limit plus one frame's bookkeeping.
+/// reports `overflowed` at the next drain (the session then closes as a slow consumer). The one
+/// exception is a batch pushed while nothing is queued (a large replay): it is taken whole, so a
+/// resuming client always makes progress. Memory held by a session therefore never exceeds the
+/// limit or one replay batch, whichever is larger.
 class outbox {
  public:
   explicit outbox(std::size_t limit_bytes) noexcept : limit_(limit_bytes) {}

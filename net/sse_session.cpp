@@ -58,9 +58,7 @@ sse_session::sse_session(beast::tcp_stream&& stream, beast::flat_buffer&& buffer
       queue_(req_.after),
       heartbeat_timer_(executor_),
       delay_timer_(executor_),
-      linger_timer_(executor_) {
-  buffers_.reserve(max_write_buffers);
-}
+      linger_timer_(executor_) {}
 
 sse_session::~sse_session() {
   state_->sessions().remove(this);
@@ -150,6 +148,9 @@ void sse_session::on_answer(const result<subscribe_ok>& answer) {
     return;
   }
   phase_ = phase::streaming;
+  // The request's read buffer was kept only for a handover back to HTTP; a stream never hands
+  // back, so give its memory up (idle streams are most connections: bytes here are per client).
+  buffer_ = beast::flat_buffer{};
   counted_ = true;
   state_->counters().sse_sessions.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("sse open peer={} topic={} after={} last_seq={} recovered={}", peer_, req_.topic,

@@ -85,7 +85,7 @@ class sse_session : public sink,
   outbox::batch batch_;                      // reused by every drain
   frame_queue queue_;                        // session → socket
   std::vector<asio::const_buffer> buffers_;  // the gather list of the write in flight
-  std::array<char, 512> read_buf_{};         // client bytes are read only to notice EOF
+  std::array<char, 64> read_buf_{};          // client bytes are read only to notice EOF
 
   asio::steady_timer heartbeat_timer_;
   asio::steady_timer delay_timer_;   // write coalescing (sse_write_delay_ms)

@@ -1,9 +1,9 @@
 // The actor tests' main: CAF's test engine (for the deterministic coordinator of caf/test/dsl.hpp)
 // without its own main, and GoogleTest driving the tests.
 #define CAF_TEST_NO_MAIN
-#include <caf/test/unit_test_impl.hpp>
-
 #include <gtest/gtest.h>
+
+#include <caf/test/unit_test_impl.hpp>
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);

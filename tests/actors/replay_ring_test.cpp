@@ -5,14 +5,11 @@
 namespace relay {
 namespace {
 
-event ev(uint64_t seq) {
-  return event{seq, "delta", "{\"n\":" + std::to_string(seq) + "}", 0};
-}
+event ev(uint64_t seq) { return event{seq, "delta", "{\"n\":" + std::to_string(seq) + "}", 0}; }
 
 std::vector<uint64_t> seqs(const replay_ring::replay& r) {
   std::vector<uint64_t> out;
-  for (auto& e : r.events)
-    out.push_back(e.seq);
+  for (auto& e : r.events) out.push_back(e.seq);
   return out;
 }
 
@@ -27,8 +24,7 @@ TEST(replay_ring, empty_ring_owes_nothing) {
 
 TEST(replay_ring, replays_everything_after_a_position) {
   replay_ring ring{4};
-  for (uint64_t s = 1; s <= 3; ++s)
-    ring.push(ev(s));
+  for (uint64_t s = 1; s <= 3; ++s) ring.push(ev(s));
   EXPECT_EQ(seqs(ring.after(0)), (std::vector<uint64_t>{1, 2, 3}));
   EXPECT_EQ(seqs(ring.after(1)), (std::vector<uint64_t>{2, 3}));
   EXPECT_TRUE(ring.after(3).events.empty());
@@ -38,8 +34,7 @@ TEST(replay_ring, replays_everything_after_a_position) {
 
 TEST(replay_ring, wraps_around_and_keeps_the_newest) {
   replay_ring ring{4};
-  for (uint64_t s = 1; s <= 11; ++s)
-    ring.push(ev(s));
+  for (uint64_t s = 1; s <= 11; ++s) ring.push(ev(s));
   EXPECT_EQ(ring.size(), 4u);
   EXPECT_EQ(ring.first_seq(), 8u);
   EXPECT_EQ(ring.last_seq(), 11u);
@@ -51,8 +46,7 @@ TEST(replay_ring, wraps_around_and_keeps_the_newest) {
 
 TEST(replay_ring, detects_a_gap_when_the_position_is_older_than_the_ring) {
   replay_ring ring{4};
-  for (uint64_t s = 1; s <= 10; ++s)
-    ring.push(ev(s));
+  for (uint64_t s = 1; s <= 10; ++s) ring.push(ev(s));
   auto r = ring.after(2);
   EXPECT_TRUE(r.gap);
   EXPECT_EQ(r.gap_from, 3u);
@@ -66,8 +60,7 @@ TEST(replay_ring, detects_a_gap_when_the_position_is_older_than_the_ring) {
 
 TEST(replay_ring, reset_keeps_numbering_and_reports_the_lost_part_as_a_gap) {
   replay_ring ring{4};
-  for (uint64_t s = 1; s <= 3; ++s)
-    ring.push(ev(s));
+  for (uint64_t s = 1; s <= 3; ++s) ring.push(ev(s));
   ring.reset(3);
   EXPECT_TRUE(ring.empty());
   EXPECT_EQ(ring.last_seq(), 3u);

@@ -1,9 +1,11 @@
 // Run actor, shard and edge on CAF's deterministic test coordinator, in virtual time.
 
+// CAF's test DSL first: GoogleTest's FAIL macro would break it.
 #include <caf/all.hpp>
 #include <caf/test/dsl.hpp>
-
+// clang-format off
 #include <gtest/gtest.h>
+// clang-format on
 
 #include "actors/edge.hpp"
 #include "actors/messages.hpp"
@@ -53,14 +55,12 @@ class recording_sink : public sink {
   std::vector<uint64_t> event_seqs() const {
     std::vector<uint64_t> out;
     for (auto& f : frames)
-      if (f.what == frame::kind::event)
-        out.push_back(f.seq);
+      if (f.what == frame::kind::event) out.push_back(f.seq);
     return out;
   }
   std::size_t count_type(const std::string& type) const {
     std::size_t n = 0;
-    for (auto& f : frames)
-      n += f.type == type ? 1 : 0;
+    for (auto& f : frames) n += f.type == type ? 1 : 0;
     return n;
   }
 
@@ -146,8 +146,7 @@ class actors_test : public ::testing::Test {
 
   static std::vector<event_input> deltas(int n) {
     std::vector<event_input> out;
-    for (int i = 0; i < n; ++i)
-      out.push_back({"delta", "{\"i\":" + std::to_string(i) + "}"});
+    for (int i = 0; i < n; ++i) out.push_back({"delta", "{\"i\":" + std::to_string(i) + "}"});
     return out;
   }
 
@@ -250,7 +249,7 @@ TEST_F(actors_test, idempotency_key_returns_the_active_run_of_the_same_owner) {
   // Once the first run ended, the key starts a new run.
   ASSERT_TRUE(ask<run_info>(finish_atom::value, first->info.id, alice, finish_kind::cancel,
                             std::string{"null"})
-                .ok());
+                  .ok());
   auto after_end = ask<create_run_reply>(create_atom::value, alice, req);
   EXPECT_TRUE(after_end->created);
   EXPECT_NE(after_end->info.id, first->info.id);
@@ -329,23 +328,23 @@ TEST_F(actors_test, synthetic_run_emits_count_deltas_then_completes) {
   req.synthetic = {5, 8, 100};
   auto run = create(req);
   auto s = subscribe(run.id, 0);
-  for (int i = 0; i < 5; ++i)
-    advance(100ms);  // one delta per interval
+  for (int i = 0; i < 5; ++i) advance(100ms);  // one delta per interval
   EXPECT_EQ(s->count_type("delta"), 5u);
   EXPECT_EQ(s->count_type("complete"), 1u);
   EXPECT_EQ(s->event_seqs(), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(get(run.id)->status, run_status::completed);
 }
 
-TEST_F(actors_test, a_subscription_in_flight_while_events_arrive_gets_replay_then_live_exactly_once) {
+TEST_F(actors_test,
+       a_subscription_in_flight_while_events_arrive_gets_replay_then_live_exactly_once) {
   auto run = create(external());
   auto early = subscribe(run.id, 0);
   ASSERT_TRUE(append(run.id, deltas(3)).ok());
   // The second subscription reaches the shard before the next append: the run answers its
   // replay (1..3) first, then the append's events flow live to both sessions through the edge.
   auto late = std::make_shared<recording_sink>();
-  caf::anon_send(edge, caf::subscribe_atom::value, next_sub++, alice, "run:" + run.id,
-                 uint64_t{0}, std::weak_ptr<sink>{late});
+  caf::anon_send(edge, caf::subscribe_atom::value, next_sub++, alice, "run:" + run.id, uint64_t{0},
+                 std::weak_ptr<sink>{late});
   ASSERT_TRUE(fx.sched.try_run_once());  // the edge forwards the subscribe to the shard
   ASSERT_EQ(append(run.id, deltas(3)).value(), 6u);
   fx.sched.run();
@@ -362,8 +361,7 @@ TEST_F(actors_test, a_flood_synthetic_run_delivers_every_event_in_order) {
   auto s = subscribe(run.id, 401);  // ring of 100: 402..501 (the last 99 deltas + complete)
   auto seqs = s->event_seqs();
   ASSERT_EQ(seqs.size(), 100u);
-  for (std::size_t i = 0; i < seqs.size(); ++i)
-    ASSERT_EQ(seqs[i], 402 + i);
+  for (std::size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], 402 + i);
   EXPECT_EQ(s->count_type("delta"), 99u);
   EXPECT_EQ(s->count_type("complete"), 1u);
   EXPECT_TRUE(s->ok && s->ok->recovered);

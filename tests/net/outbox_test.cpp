@@ -87,6 +87,21 @@ TEST(outbox, exactly_at_the_limit_is_allowed) {
   EXPECT_EQ(box.queued_bytes(), 200u);
 }
 
+TEST(outbox, an_empty_outbox_takes_one_batch_larger_than_the_limit) {
+  // A replay larger than the limit must not lock a resuming client out: it always makes progress.
+  outbox box{100};
+  std::vector<frame_ptr> replay{make_frame(1, 80), make_frame(2, 80), make_frame(3, 80)};
+  EXPECT_TRUE(box.push(replay.data(), replay.size()));
+  EXPECT_FALSE(box.closed());
+  EXPECT_EQ(box.queued_bytes(), 240u);
+  // Anything more while that is still held crosses the limit: slow consumer.
+  EXPECT_FALSE(box.push(make_frame(4, 10)));
+  EXPECT_TRUE(box.closed());
+  outbox::batch b;
+  box.drain(b);
+  EXPECT_TRUE(b.overflowed);
+}
+
 TEST(outbox, closed_by_the_edge_accepts_nothing_more) {
   outbox box{1000};
   box.push(make_frame(1, 10));
