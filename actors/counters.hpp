@@ -19,7 +19,10 @@ struct node_counters {
   std::atomic<uint64_t> crashes_final{0};   // entities failed past their restart budget
   std::atomic<uint64_t> timeouts{0};        // runs ended by inactivity
   std::atomic<uint64_t> passivations{0};
-  std::atomic<int64_t> subscriptions{0};  // live subscriptions at the edge
+  std::atomic<int64_t> subscriptions{0};     // live subscriptions at the edge
+  std::atomic<int64_t> rooms_active{0};      // room actors alive
+  std::atomic<uint64_t> room_messages{0};    // messages appended to rooms (dedup hits excluded)
+  std::atomic<int64_t> presence_members{0};  // (room, user) pairs with at least one session
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);

@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 #include <chrono>
 
+#include "protocols/room.hpp"
 #include "protocols/sse.hpp"
 
 namespace relay {
@@ -69,7 +70,7 @@ void remember(topic_entry& tp, const frame_ptr& f) {
 }
 
 void request_subscribe(edge_actor_type* self, const std::string& name, uint64_t sub_id,
-                       const caller& who, uint64_t after);
+                       const caller& who, uint64_t after, bool from_now = false);
 
 void on_sub_error(edge_actor_type* self, const std::string& name, uint64_t sub_id,
                   const caf::error& err) {
@@ -148,6 +149,7 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, 
   node_counters::add(st.counters->events_out, events);
   sub->sent_seq = std::max(sub->sent_seq, r.last_seq);
   sub->live = true;
+  sub->from_now = false;
   sub->retries = 0;
   if (!terminal && r.ended) out->on_closed(sub_id, error{errc::not_found, "the run has ended"});
   if (terminal || r.ended) {
@@ -157,12 +159,64 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, 
 }
 
 void request_subscribe(edge_actor_type* self, const std::string& name, uint64_t sub_id,
-                       const caller& who, uint64_t after) {
-  auto id = name.substr(4);  // "run:<id>"
-  self->request(self->state.shard, subscribe_timeout, caf::subscribe_atom::value, std::move(id),
-                who, after, caf::actor_cast<caf::actor>(self))
-      .then([=](replay_reply& r) { on_replay(self, name, sub_id, r); },
-            [=](caf::error& err) { on_sub_error(self, name, sub_id, err); });
+                       const caller& who, uint64_t after, bool from_now) {
+  auto on_ok = [=](replay_reply& r) { on_replay(self, name, sub_id, r); };
+  auto on_err = [=](caf::error& err) { on_sub_error(self, name, sub_id, err); };
+  auto me = caf::actor_cast<caf::actor>(self);
+  if (name.starts_with("room:")) {
+    self->request(self->state.shard, subscribe_timeout, caf::subscribe_atom::value,
+                  room_atom::value, name.substr(5), who, after, from_now, me)
+        .then(on_ok, on_err);
+    return;
+  }
+  self->request(self->state.shard, subscribe_timeout, caf::subscribe_atom::value, name.substr(4),
+                who, after, me)
+      .then(on_ok, on_err);
+}
+
+/// A room's presence change: one shared note for every session that follows the room.
+void on_presence(edge_actor_type* self, room_presence& msg) {
+  auto& st = self->state;
+  auto t = st.topics.find(msg.topic);
+  if (t == st.topics.end()) return;
+  auto note = std::make_shared<presence_note>();
+  note->room = msg.topic.substr(5);
+  note->joined = msg.joined;
+  note->user = std::move(msg.user);
+  note->session_id = std::move(msg.session_id);
+  presence_ptr shared = std::move(note);
+  for (auto& sub : t->second.subs) {
+    if (!sub.acked) continue;  // never ahead of on_subscribed
+    if (auto out = sub.out.lock()) out->on_presence(sub.id, shared);
+  }
+}
+
+/// Registers a subscription and asks the topic for its replay.
+void add_subscription(edge_actor_type* self, uint64_t sub_id, const caller& who,
+                      const std::string& topic, uint64_t after, bool from_now,
+                      std::weak_ptr<sink>& out) {
+  auto& st = self->state;
+  auto sink_ptr = out.lock();
+  if (!sink_ptr) return;
+  if (!known_topic(topic)) {
+    sink_ptr->on_subscribed(sub_id, error{errc::not_found, "unknown topic"});
+    return;
+  }
+  if (st.topic_of.count(sub_id)) {
+    sink_ptr->on_subscribed(sub_id, error{errc::conflict, "subscription id in use"});
+    return;
+  }
+  from_now = from_now && topic.starts_with("room:");  // runs replay from `after` (0: all)
+  subscription sub;
+  sub.id = sub_id;
+  sub.who = who;
+  sub.out = std::move(out);
+  sub.format = sink_ptr->format();
+  sub.sent_seq = from_now ? 0 : after;
+  sub.from_now = from_now;
+  st.topics[topic].subs.push_back(std::move(sub));
+  st.topic_of.emplace(sub_id, topic);
+  request_subscribe(self, topic, sub_id, who, from_now ? 0 : after, from_now);
 }
 
 /// Live events of a topic: encode each once, hand the shared frames to every live session.
@@ -247,6 +301,11 @@ void on_topic_down(edge_actor_type* self, caf::down_msg& dm) {
 
 }  // namespace
 
+bool known_topic(const std::string& topic) noexcept {
+  if (topic.starts_with("run:")) return topic.size() > 4;
+  return topic.starts_with("room:") && valid_room_id(std::string_view{topic}.substr(5));
+}
+
 bool terminal_type(const std::string& topic, const std::string& type) noexcept {
   return topic.starts_with("run:") &&
          (type == "complete" || type == "error" || type == "cancelled");
@@ -276,26 +335,11 @@ caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters*
   return {
       [=](caf::subscribe_atom, uint64_t sub_id, const caller& who, const std::string& topic,
           uint64_t after, std::weak_ptr<sink>& out) {
-        auto& st = self->state;
-        auto sink_ptr = out.lock();
-        if (!sink_ptr) return;
-        if (!topic.starts_with("run:") || topic.size() <= 4) {
-          sink_ptr->on_subscribed(sub_id, error{errc::not_found, "unknown topic"});
-          return;
-        }
-        if (st.topic_of.count(sub_id)) {
-          sink_ptr->on_subscribed(sub_id, error{errc::conflict, "subscription id in use"});
-          return;
-        }
-        subscription sub;
-        sub.id = sub_id;
-        sub.who = who;
-        sub.out = std::move(out);
-        sub.format = sink_ptr->format();
-        sub.sent_seq = after;
-        st.topics[topic].subs.push_back(std::move(sub));
-        st.topic_of.emplace(sub_id, topic);
-        request_subscribe(self, topic, sub_id, who, after);
+        add_subscription(self, sub_id, who, topic, after, false, out);
+      },
+      [=](caf::subscribe_atom, uint64_t sub_id, const caller& who, const std::string& topic,
+          uint64_t after, bool from_now, std::weak_ptr<sink>& out) {
+        add_subscription(self, sub_id, who, topic, after, from_now, out);
       },
       [=](unsubscribe_atom, uint64_t sub_id) {
         auto& st = self->state;
@@ -314,9 +358,10 @@ caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters*
         if (it == st.topic_of.end()) return;
         auto name = it->second;
         auto sub = find_sub(st.topics[name], sub_id);
-        if (sub) request_subscribe(self, name, sub_id, sub->who, sub->sent_seq);
+        if (sub) request_subscribe(self, name, sub_id, sub->who, sub->sent_seq, sub->from_now);
       },
       [=](topic_events& msg) { on_events(self, msg); },
+      [=](room_presence& msg) { on_presence(self, msg); },
       [=](stop_atom) {
         auto& st = self->state;
         for (auto& [name, tp] : st.topics)

@@ -29,6 +29,7 @@ struct edge_state {
     bool live = false;      // replay answered: live events flow to it
     bool acked = false;     // on_subscribed was called (only once, even across topic restarts)
     unsigned retries = 0;   // re-subscribe attempts after the topic went down
+    bool from_now = false;  // until the first replay: start at the topic's current last seq
   };
 
   /// The subscriptions of one topic on this node, and the last frames encoded for it, so that
@@ -57,6 +58,9 @@ caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters*
 /// Encodes an event for a wire format (SSE now; WebSocket with the rooms issue).
 frame_ptr encode_frame(const event& e, wire_format format, bool terminal);
 frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format format);
+
+/// "run:<id>" with a non-empty id, or "room:<id>" with a valid room id.
+bool known_topic(const std::string& topic) noexcept;
 
 /// A run's terminal events close its streams.
 bool terminal_type(const std::string& topic, const std::string& type) noexcept;

@@ -30,6 +30,16 @@ struct subscribe_ok {
   bool recovered = true;  // false when a gap frame follows (the position was no longer retained)
 };
 
+/// A presence change of a room: ephemeral (never in the replay ring, never replayed, no seq).
+/// Built once by the edge and shared by every session subscribed to the room.
+struct presence_note {
+  std::string room;    // the room id (without "room:")
+  bool joined = true;  // false: left
+  std::string user;
+  std::string session_id;
+};
+using presence_ptr = std::shared_ptr<const presence_note>;
+
 /// A session's receiving end, implemented in net/. All calls for one sink come from the edge,
 /// one at a time and in order (on a CAF thread): implementations must be thread-safe against
 /// their own session thread, must not block, and should only queue and post.
@@ -50,6 +60,9 @@ class sink {
   /// The topic ended the subscription without a terminal event (e.g. the run was passivated or
   /// the node is stopping). The session closes the stream; the client resumes elsewhere.
   virtual void on_closed(uint64_t sub_id, const error& why) = 0;
+  /// A presence change of a room this subscription follows (only after on_subscribed). Sessions
+  /// that do not show presence (SSE) keep the default.
+  virtual void on_presence(uint64_t /*sub_id*/, const presence_ptr& /*change*/) {}
 };
 
 }  // namespace relay

@@ -15,8 +15,10 @@ relay::error from_caf_error(const caf::error& e) {
   if (e.category() == error_category) {
     std::string message;
     if (e.context().match_elements<std::string>()) message = e.context().get_as<std::string>(0);
-    auto code = e.code() <= static_cast<uint8_t>(errc::internal) ? static_cast<errc>(e.code())
-                                                                 : errc::internal;
+    // make_error stores errc + 1 (0 is CAF's "no error").
+    auto code = e.code() >= 1 && e.code() - 1 <= static_cast<int>(errc::internal)
+                    ? static_cast<errc>(e.code() - 1)
+                    : errc::internal;
     return {code, std::move(message)};
   }
   if (e.category() == caf::atom("system")) {
@@ -45,10 +47,17 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<topic_events>("relay.topic_events");
   cfg.add_message_type<replay_reply>("relay.replay_reply");
   cfg.add_message_type<finish_kind>("relay.finish_kind");
+  cfg.add_message_type<room_message_input>("relay.room_message_input");
+  cfg.add_message_type<room_post_reply>("relay.room_post_reply");
+  cfg.add_message_type<presence_member>("relay.presence_member");
+  cfg.add_message_type<std::vector<presence_member>>("relay.presence_member_list");
+  cfg.add_message_type<room_presence>("relay.room_presence");
   cfg.add_error_category(error_category,
                          [](uint8_t code, caf::atom_value, const caf::message& ctx) {
                            std::string out = "relay::";
-                           out += to_string(static_cast<errc>(code));
+                           out += code >= 1 && code - 1 <= static_cast<int>(errc::internal)
+                                      ? to_string(static_cast<errc>(code - 1))
+                                      : "internal";
                            if (ctx.match_elements<std::string>())
                              out += ": " + ctx.get_as<std::string>(0);
                            return out;

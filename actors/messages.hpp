@@ -13,6 +13,16 @@
 //   (finish_atom, id, caller, finish_kind, data)         → run_info          (delegated)
 //   (subscribe_atom, id, caller, uint64_t after, actor edge) → replay_reply  (delegated)
 //   (ended_atom, run_info)   from a run that reached a terminal state: frees its idempotency key
+//   rooms (activated on demand: the shard spawns the room, monitored, when a request names one
+//   without an actor; invalid room ids answer bad_request):
+//   (room_post_atom, room, caller, room_message_input)   → room_post_reply  (via the shard, which
+//                                                          retries once if the room just
+//                                                          passivated)
+//   (subscribe_atom, room_atom, room, caller, uint64_t after, bool from_now, actor edge)
+//                                                        → replay_reply      (delegated)
+//   (room_join_atom, room, caller, session_id)           → uint32_t user's sessions after joining
+//   (room_leave_atom, room, caller, session_id)          → uint32_t user's sessions after leaving
+//   (presence_atom, room, caller)                        → std::vector<presence_member>
 //
 // run (one per run; owns seq, ring, status, inactivity timer, TTL):
 //   (get_atom, caller) → run_info; (append_atom, caller, events) → uint64_t;
@@ -21,10 +31,22 @@
 //   step) (unsubscribe_atom, actor edge) (emit_atom) synthetic producer step; (timeout_atom)
 //   inactivity check; (passivate_atom) TTL end
 //
+// room (one per room; owns seq, ring, dedup window, presence, idle timer):
+//   (room_post_atom, caller, room_message_input) → room_post_reply (event `message`, next seq)
+//   (subscribe_atom, caller, after, bool from_now, actor edge) → replay_reply (registers the edge
+//   in the same step; from_now: no events, last_seq = the current one)
+//   (unsubscribe_atom, actor edge)
+//   (room_join_atom, caller, session_id) → uint32_t; (room_leave_atom, caller, session_id) →
+//   uint32_t; both send room_presence to the edges when the user's first/last session changes
+//   (presence_atom, caller) → std::vector<presence_member>
+//   (check_atom) idle check: passivates after room_idle_s without members and edges
+//
 // edge (one per node; encodes once per event and fans out to sessions):
 //   (subscribe_atom, sub_id, caller, topic, after, weak_ptr<sink>)  from node::subscribe
 //   (unsubscribe_atom, sub_id)                                       from node::unsubscribe
+//   (subscribe_atom, sub_id, caller, topic, after, bool from_now, weak_ptr<sink>)  ditto, rooms
 //   topic_events                                                     from a topic: live events
+//   room_presence                                                    from a room: to its sinks
 //   (stop_atom)                                                      node shutdown: close all
 
 #include <atomic>
@@ -37,8 +59,12 @@
 #include <caf/fwd.hpp>
 #include <caf/make_message.hpp>
 #include <caf/meta/type_name.hpp>
+#include <deque>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "actors/frame.hpp"
@@ -62,6 +88,11 @@ using check_atom = caf::atom_constant<caf::atom("check")>;
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using resub_atom = caf::atom_constant<caf::atom("resub")>;
+using room_atom = caf::atom_constant<caf::atom("room")>;
+using room_post_atom = caf::atom_constant<caf::atom("room_post")>;
+using room_join_atom = caf::atom_constant<caf::atom("room_join")>;
+using room_leave_atom = caf::atom_constant<caf::atom("room_leave")>;
+using presence_atom = caf::atom_constant<caf::atom("presence")>;
 
 /// The error category of relay::errc inside caf::error.
 constexpr caf::atom_value error_category = caf::atom("relay");
@@ -86,10 +117,31 @@ struct replay_reply {
   std::vector<event> events;
 };
 
+/// A presence change of a room, sent by the room once per subscribed edge (ephemeral: no seq).
+struct room_presence {
+  std::string topic;  // "room:<id>"
+  bool joined = true;
+  std::string user;
+  std::string session_id;
+};
+
 /// The durable-state stand-in a shard keeps for each run until storage lands: written by the run
 /// actor, read by the shard when it restarts one (so seq continues). Local only, never a message.
 struct run_checkpoint {
   std::atomic<uint64_t> last_seq{0};
+};
+
+/// What a shard keeps for each room it has activated in this process, so that a restarted or
+/// re-activated room continues: `last_seq` (written by the room, read by the shard) and the state
+/// that must survive a crash — members and the dedup window — which only the room's current
+/// incarnation touches (a restart is spawned after the shard saw the old one down). Local only.
+struct room_checkpoint {
+  std::atomic<uint64_t> last_seq{0};
+  std::map<std::string, std::set<std::string>> members;  // user → session ids
+  struct dedup {
+    std::unordered_map<std::string, room_post_reply> answers;  // user '\0' client_msg_id → reply
+    std::deque<std::string> order;                             // oldest first, for eviction
+  } recent;
 };
 
 // -- inspect overloads ---------------------------------------------------------------------------
@@ -134,11 +186,30 @@ typename Inspector::result_type inspect(Inspector& f, replay_reply& x) {
            x.gap_to, x.ended, x.events);
 }
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_message_input& x) {
+  return f(caf::meta::type_name("relay.room_message_input"), x.text, x.has_text, x.data,
+           x.client_msg_id);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_post_reply& x) {
+  return f(caf::meta::type_name("relay.room_post_reply"), x.message_id, x.seq);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, presence_member& x) {
+  return f(caf::meta::type_name("relay.presence_member"), x.user, x.sessions);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_presence& x) {
+  return f(caf::meta::type_name("relay.room_presence"), x.topic, x.joined, x.user, x.session_id);
+}
+
 // -- errors across actors ------------------------------------------------------------------------
 
-/// relay::error → caf::error (category `relay`, the message in the context).
+/// relay::error → caf::error (category `relay`, the message in the context). The CAF code is
+/// errc + 1: code 0 is CAF's "no error", which would silently turn bad_request into success.
 inline caf::error make_error(errc code, std::string message) {
-  return caf::error{static_cast<uint8_t>(code), error_category,
+  return caf::error{static_cast<uint8_t>(static_cast<uint8_t>(code) + 1), error_category,
                     caf::make_message(std::move(message))};
 }
 
@@ -153,3 +224,4 @@ void register_message_types(caf::actor_system_config& cfg);
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::weak_ptr<relay::sink>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<relay::run_checkpoint>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<relay::room_checkpoint>)

@@ -119,14 +119,53 @@ void node::finish(const caller& who, std::string id, finish_kind how, std::strin
 }
 
 void node::subscribe(const caller& who, std::string topic, uint64_t after, std::weak_ptr<sink> out,
-                     uint64_t sub_id) {
+                     uint64_t sub_id, bool from_now) {
   if (impl_->stopped.load()) {
     if (auto s = out.lock())
       s->on_subscribed(sub_id, error{errc::unavailable, "the server is stopping"});
     return;
   }
   caf::anon_send(impl_->edge, caf::subscribe_atom::value, sub_id, who, std::move(topic), after,
-                 std::move(out));
+                 from_now, std::move(out));
+}
+
+void node::post_message(const caller& who, std::string room, room_message_input msg,
+                        callback<room_post_reply> done) {
+  auto shard = impl_->shard;
+  impl_->ask<room_post_reply>(
+      std::move(done), [=, room = std::move(room), msg = std::move(msg)](auto* self) mutable {
+        return self->request(shard, request_timeout, room_post_atom::value, std::move(room), who,
+                             std::move(msg));
+      });
+}
+
+void node::join(const caller& who, std::string room, std::string session_id,
+                callback<uint32_t> done) {
+  auto shard = impl_->shard;
+  impl_->ask<uint32_t>(std::move(done), [=, room = std::move(room),
+                                         session_id = std::move(session_id)](auto* self) mutable {
+    return self->request(shard, request_timeout, room_join_atom::value, std::move(room), who,
+                         std::move(session_id));
+  });
+}
+
+void node::leave(const caller& who, std::string room, std::string session_id,
+                 callback<uint32_t> done) {
+  auto shard = impl_->shard;
+  impl_->ask<uint32_t>(std::move(done), [=, room = std::move(room),
+                                         session_id = std::move(session_id)](auto* self) mutable {
+    return self->request(shard, request_timeout, room_leave_atom::value, std::move(room), who,
+                         std::move(session_id));
+  });
+}
+
+void node::room_presence(const caller& who, std::string room,
+                         callback<std::vector<presence_member>> done) {
+  auto shard = impl_->shard;
+  impl_->ask<std::vector<presence_member>>(
+      std::move(done), [=, room = std::move(room)](auto* self) mutable {
+        return self->request(shard, request_timeout, presence_atom::value, std::move(room), who);
+      });
 }
 
 void node::unsubscribe(uint64_t sub_id) {
@@ -165,6 +204,11 @@ void node::collect_metrics(std::vector<metric_sample>& out) const {
                  get(c.crashes_final), ""});
   out.push_back({"relay_run_timeouts_total", "Runs ended by their inactivity timer", "counter",
                  get(c.timeouts), ""});
+  out.push_back({"relay_rooms_active", "Room actors alive", "gauge", get(c.rooms_active), ""});
+  out.push_back({"relay_room_messages_total", "Messages appended to rooms (retries excluded)",
+                 "counter", get(c.room_messages), ""});
+  out.push_back({"relay_presence_members", "Room members (room, user) with at least one session",
+                 "gauge", get(c.presence_members), ""});
   out.push_back(
       {"relay_passivations_total", "Topic actors passivated", "counter", get(c.passivations), ""});
 }

@@ -16,6 +16,7 @@
 #include "protocols/error.hpp"
 #include "protocols/jwt.hpp"
 #include "protocols/metrics.hpp"
+#include "protocols/room.hpp"
 #include "protocols/run.hpp"
 
 namespace relay {
@@ -29,6 +30,9 @@ struct node_settings {
   unsigned restart_max = 3;          // supervisor.restart_max: restarts allowed ...
   unsigned restart_window_s = 60;    // supervisor.restart_window_s: ... within this window
   std::size_t synthetic_batch = 64;  // runs.synthetic_batch: events per tick in flood mode
+  // rooms.idle_s: a room without members or subscribers passivates after this long.
+  unsigned room_idle_s = 300;
+  std::size_t room_dedup_window = 10000;  // rooms.dedup_window: (user, client_msg_id) pairs kept
 };
 
 /// Who is calling (from a verified token).
@@ -42,6 +46,18 @@ enum class finish_kind : uint8_t { complete, fail, cancel };
 struct create_run_reply {
   run_info info;
   bool created = true;  // false: an active run with the same owner + idempotency key was returned
+};
+
+/// The answer to a room message: the same for a retried send with the same client_msg_id.
+struct room_post_reply {
+  std::string message_id;
+  uint64_t seq = 0;
+};
+
+/// One member of a room: a user and how many of its sessions have joined.
+struct presence_member {
+  std::string user;
+  uint32_t sessions = 0;
 };
 
 template <class T>
@@ -73,14 +89,37 @@ class node {
   void finish(const caller& who, std::string id, finish_kind how, std::string data,
               callback<run_info> done);
 
-  /// Subscribes `out` to a topic ("run:<id>") from position `after` (0: from the beginning).
-  /// The answer and then the frames arrive through `out` under `sub_id` (from next_sub_id()).
-  /// The edge holds `out` weakly: a session that goes away needs no unsubscribe to be collected,
-  /// but should unsubscribe to free the slot at once.
+  /// Subscribes `out` to a topic ("run:<id>" or "room:<id>") from position `after` (0: from the
+  /// beginning), or with `from_now` from the topic's current last seq (`after` is then ignored;
+  /// rooms use it when the client names no position). The answer and then the frames arrive
+  /// through `out` under `sub_id` (from next_sub_id()); a room subscription also receives the
+  /// room's presence changes (sink::on_presence). The edge holds `out` weakly: a session that goes
+  /// away needs no unsubscribe to be collected, but should unsubscribe to free the slot at once.
   void subscribe(const caller& who, std::string topic, uint64_t after, std::weak_ptr<sink> out,
-                 uint64_t sub_id);
+                 uint64_t sub_id, bool from_now = false);
   void unsubscribe(uint64_t sub_id);
   uint64_t next_sub_id() noexcept;
+
+  // -- rooms (any authenticated caller may post, join and read for now; issue 5 adds a claim) --
+
+  /// Posts a message (validated by protocols/room.hpp) as `who.sub` into `room` (activated on
+  /// demand). A retry with the same client_msg_id from the same user answers the first reply and
+  /// appends nothing. Errors: bad_request (room id, empty message), unavailable.
+  void post_message(const caller& who, std::string room, room_message_input msg,
+                    callback<room_post_reply> done);
+
+  /// Adds session `session_id` of `who.sub` to the room's members; the room announces `joined`
+  /// when it is the user's first session. Idempotent per session. Answers the user's session
+  /// count. Sessions must leave (at the latest when they close): presence is not timed out.
+  void join(const caller& who, std::string room, std::string session_id, callback<uint32_t> done);
+
+  /// Removes a session; `left` is announced when it was the user's last one. Answers the user's
+  /// remaining session count (leaving a room one never joined answers 0, not an error).
+  void leave(const caller& who, std::string room, std::string session_id, callback<uint32_t> done);
+
+  /// The room's members, sorted by user.
+  void room_presence(const caller& who, std::string room,
+                     callback<std::vector<presence_member>> done);
 
   /// Appends the actor layer's metrics (active runs, events in/out, replay hits, gaps, restarts…).
   void collect_metrics(std::vector<metric_sample>& out) const;

@@ -1,4 +1,4 @@
-// The shard (see shard.hpp): activation, lookup and supervision of runs.
+// The shard (see shard.hpp): activation, lookup and supervision of runs and rooms.
 
 #include "actors/shard.hpp"
 
@@ -7,11 +7,35 @@
 #include <algorithm>
 #include <caf/all.hpp>
 
+#include "protocols/room.hpp"
+
 namespace relay {
 
 namespace {
 
 using record = shard_state::record;
+using room_record = shard_state::room_record;
+using time_point = caf::actor_clock::time_point;
+
+/// Drops restarts older than restart_window_s from `restarts` (a sliding window, as OTP
+/// supervisors keep it).
+void prune_restarts(shard_actor_type* self, std::deque<time_point>& restarts) {
+  auto now = self->clock().now();
+  auto window = std::chrono::duration_cast<caf::timespan>(
+      std::chrono::seconds(self->state.settings.restart_window_s));
+  while (!restarts.empty() && now - restarts.front() >= window) restarts.pop_front();
+}
+
+/// The restart budget shared by runs and rooms: max restart_max restarts in restart_window_s.
+/// Records and counts a restart and answers true when one is still allowed.
+bool take_restart(shard_actor_type* self, std::deque<time_point>& restarts) {
+  auto& st = self->state;
+  prune_restarts(self, restarts);
+  if (restarts.size() >= st.settings.restart_max) return false;
+  restarts.push_back(self->clock().now());
+  node_counters::add(st.counters->restarts);
+  return true;
+}
 
 caf::actor start_run(shard_actor_type* self, record& rec) {
   auto& st = self->state;
@@ -39,8 +63,14 @@ void forget_key(shard_actor_type* self, const run_spec& spec) {
 /// budget (max restart_max restarts in restart_window_s, a sliding window as OTP supervisors keep
 /// it); past the budget the run is started once more only to end as failed/crashed, so that its
 /// subscribers receive the `error` event.
+void on_room_down(shard_actor_type* self, caf::down_msg& dm);
+
 void on_down(shard_actor_type* self, caf::down_msg& dm) {
   auto& st = self->state;
+  if (st.room_by_addr.count(dm.source)) {
+    on_room_down(self, dm);
+    return;
+  }
   auto a = st.by_addr.find(dm.source);
   if (a == st.by_addr.end()) return;
   auto id = std::move(a->second);
@@ -54,14 +84,8 @@ void on_down(shard_actor_type* self, caf::down_msg& dm) {
     st.runs.erase(it);
     return;
   }
-  auto now = self->clock().now();
-  auto window =
-      std::chrono::duration_cast<caf::timespan>(std::chrono::seconds(st.settings.restart_window_s));
-  while (!rec.restarts.empty() && now - rec.restarts.front() >= window) rec.restarts.pop_front();
   rec.spec.resume_seq = rec.checkpoint->last_seq.load(std::memory_order_relaxed);
-  if (rec.restarts.size() < st.settings.restart_max) {
-    rec.restarts.push_back(now);
-    node_counters::add(st.counters->restarts);
+  if (take_restart(self, rec.restarts)) {
     spdlog::warn("run restart id={} reason={} resume_seq={} restarts_in_window={}", id,
                  caf::to_string(dm.reason), rec.spec.resume_seq, rec.restarts.size());
   } else {
@@ -80,6 +104,117 @@ record* find(shard_actor_type* self, const std::string& id) {
 }
 
 caf::error no_such_run() { return make_error(errc::not_found, "no such run"); }
+
+// -- rooms ------------------------------------------------------------------------------------
+
+void start_room(shard_actor_type* self, const std::string& id, room_record& rec) {
+  auto& st = self->state;
+  room_spec spec;
+  spec.id = id;
+  spec.ring_capacity = st.settings.ring_capacity;
+  spec.idle_s = st.settings.room_idle_s;
+  spec.dedup_window = st.settings.room_dedup_window;
+  spec.resume_seq = rec.checkpoint->last_seq.load(std::memory_order_relaxed);
+  rec.handle =
+      self->spawn<caf::monitored>(room_actor, std::move(spec), rec.checkpoint, st.counters);
+  st.room_by_addr[rec.handle.address()] = id;
+}
+
+/// The room's actor, activated on first use (or again after passivation, continuing its seq).
+/// A room that crashed past its restart budget stays unavailable until the window has room.
+/// On failure answers an empty handle and sets `err`.
+caf::actor activate_room(shard_actor_type* self, const std::string& id, caf::error& err) {
+  auto& st = self->state;
+  if (!valid_room_id(id)) {
+    err = make_error(errc::bad_request, "room ids are 1..128 of [A-Za-z0-9._:-]");
+    return {};
+  }
+  if (st.stopping) {
+    err = make_error(errc::unavailable, "the server is stopping");
+    return {};
+  }
+  auto& rec = st.rooms[id];
+  if (rec.handle) return rec.handle;
+  if (!rec.checkpoint) rec.checkpoint = std::make_shared<room_checkpoint>();
+  if (rec.broken) {
+    prune_restarts(self, rec.restarts);
+    if (rec.restarts.size() >= st.settings.restart_max) {
+      err = make_error(errc::unavailable, "the room crashed repeatedly; try again later");
+      return {};
+    }
+    rec.broken = false;
+  }
+  start_room(self, id, rec);
+  spdlog::debug("room activate id={} resume_seq={}", id, rec.checkpoint->last_seq.load());
+  return rec.handle;
+}
+
+/// Normal exits are passivations (the record keeps the seq); crashes restart the room within
+/// the same budget as runs. Past it the room is left down (its members stay in the checkpoint),
+/// and requests answer unavailable until the window has room again.
+void on_room_down(shard_actor_type* self, caf::down_msg& dm) {
+  auto& st = self->state;
+  auto a = st.room_by_addr.find(dm.source);
+  auto id = std::move(a->second);
+  st.room_by_addr.erase(a);
+  auto it = st.rooms.find(id);
+  if (it == st.rooms.end()) return;
+  auto& rec = it->second;
+  if (rec.handle.address() == dm.source) rec.handle = nullptr;
+  if (dm.reason == caf::exit_reason::normal || st.stopping) return;
+  if (!rec.handle && take_restart(self, rec.restarts)) {
+    spdlog::warn("room restart id={} reason={} resume_seq={} restarts_in_window={}", id,
+                 caf::to_string(dm.reason), rec.checkpoint->last_seq.load(), rec.restarts.size());
+    start_room(self, id, rec);
+    return;
+  }
+  rec.broken = true;
+  node_counters::add(st.counters->crashes_final);
+  spdlog::error("room crashed id={} reason={} restart budget exhausted ({} in {} s)", id,
+                caf::to_string(dm.reason), st.settings.restart_max, st.settings.restart_window_s);
+}
+
+bool receiver_down(const caf::error& e) {
+  return e.category() == caf::atom("system") &&
+         e.code() == static_cast<uint8_t>(caf::sec::request_receiver_down);
+}
+
+/// Forwards a request to a room and its answer back. Unlike `delegate`, the answer passes through
+/// the shard, so a request that reached a room in the instant it passivated (the shard had not
+/// seen it down yet) is retried once on a fresh activation instead of failing.
+template <class T, class... Ts>
+void ask_room(shard_actor_type* self, std::string id, caf::response_promise rp, bool retry,
+              Ts... xs) {
+  caf::error err;
+  auto handle = activate_room(self, id, err);
+  if (!handle) {
+    rp.deliver(std::move(err));
+    return;
+  }
+  self->request(handle, caf::infinite, xs...)
+      .then([rp](T& x) mutable { rp.deliver(std::move(x)); },
+            [=](caf::error& e) mutable {
+              if (retry && receiver_down(e)) {
+                auto it = self->state.rooms.find(id);
+                if (it != self->state.rooms.end() && it->second.handle == handle) {
+                  self->state.room_by_addr.erase(handle.address());
+                  it->second.handle = nullptr;
+                }
+                ask_room<T>(self, id, rp, false, xs...);
+                return;
+              }
+              rp.deliver(std::move(e));
+            });
+}
+
+template <class T, class... Ts>
+caf::result<T> to_room(shard_actor_type* self, const std::string& id, Ts... xs) {
+  caf::error err;
+  if (!activate_room(self, id, err)) return err;
+  auto rp = self->make_response_promise();
+  ask_room<T>(self, id, rp, true, std::move(xs)...);
+  return rp;
+}
 
 }  // namespace
 
@@ -166,6 +301,34 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
         rp.delegate(rec->handle, caf::subscribe_atom::value, who, after, edge);
         return rp;
       },
+      [=](room_post_atom, const std::string& room, const caller& who,
+          room_message_input& msg) -> caf::result<room_post_reply> {
+        return to_room<room_post_reply>(self, room, room_post_atom::value, who, std::move(msg));
+      },
+      [=](caf::subscribe_atom, room_atom, const std::string& room, const caller& who,
+          uint64_t after, bool from_now, const caf::actor& edge) -> caf::result<replay_reply> {
+        // Delegated, not forwarded: the room's reply must reach the edge directly, ahead of the
+        // live events the room sends it afterwards (invariant 3). The edge retries a subscribe
+        // that hit a room in the instant it passivated.
+        caf::error err;
+        auto room_actor = activate_room(self, room, err);
+        if (!room_actor) return err;
+        auto rp = self->make_response_promise();
+        rp.delegate(room_actor, caf::subscribe_atom::value, who, after, from_now, edge);
+        return rp;
+      },
+      [=](room_join_atom, const std::string& room, const caller& who,
+          std::string& session_id) -> caf::result<uint32_t> {
+        return to_room<uint32_t>(self, room, room_join_atom::value, who, std::move(session_id));
+      },
+      [=](room_leave_atom, const std::string& room, const caller& who,
+          std::string& session_id) -> caf::result<uint32_t> {
+        return to_room<uint32_t>(self, room, room_leave_atom::value, who, std::move(session_id));
+      },
+      [=](presence_atom, const std::string& room,
+          const caller& who) -> caf::result<std::vector<presence_member>> {
+        return to_room<std::vector<presence_member>>(self, room, presence_atom::value, who);
+      },
       [=](ended_atom, run_info& info) {
         if (auto rec = find(self, info.id)) {
           rec->spec.info = std::move(info);
@@ -177,6 +340,8 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
         st.stopping = true;
         for (auto& [id, rec] : st.runs)
           self->send_exit(rec.handle, caf::exit_reason::user_shutdown);
+        for (auto& [id, rec] : st.rooms)
+          if (rec.handle) self->send_exit(rec.handle, caf::exit_reason::user_shutdown);
         self->quit();
       },
   };

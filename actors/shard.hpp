@@ -1,6 +1,7 @@
 #pragma once
-// The shard: creates, finds and supervises runs on this node. Every lookup goes through it, so the
-// cluster issue can place runs on other nodes without touching callers. Internal to actors/.
+// The shard: creates, finds and supervises runs and rooms on this node. Every lookup goes through
+// it, so the cluster issue can place runs on other nodes without touching callers. Internal to
+// actors/.
 
 #include <caf/stateful_actor.hpp>
 #include <deque>
@@ -11,6 +12,7 @@
 
 #include "actors/counters.hpp"
 #include "actors/messages.hpp"
+#include "actors/room_actor.hpp"
 #include "actors/run_actor.hpp"
 
 namespace relay {
@@ -26,11 +28,22 @@ struct shard_state {
     std::deque<caf::actor_clock::time_point> restarts;
   };
 
+  /// A room activated at least once in this process. Kept after passivation (handle empty) so
+  /// that a re-activated room continues its seq; storage replaces this stand-in.
+  struct room_record {
+    caf::actor handle;  // empty while passivated
+    std::shared_ptr<room_checkpoint> checkpoint;
+    std::deque<caf::actor_clock::time_point> restarts;
+    bool broken = false;  // crashed past its budget: unavailable until the window has room again
+  };
+
   node_settings settings;
   node_counters* counters = nullptr;
   std::unordered_map<std::string, record> runs;
   std::unordered_map<caf::actor_addr, std::string> by_addr;
   std::map<std::pair<std::string, std::string>, std::string> idempotency;  // (owner, key) → id
+  std::unordered_map<std::string, room_record> rooms;
+  std::unordered_map<caf::actor_addr, std::string> room_by_addr;
   bool stopping = false;
 };
 

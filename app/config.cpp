@@ -185,9 +185,14 @@ const std::vector<option>& options() {
              "Largest input.size (payload bytes per delta) of a synthetic run."),
       number("runs.synthetic_batch", RELAY_FIELD(node.synthetic_batch), 1, 100'000,
              "Events a synthetic run emits per tick at interval_ms 0, so it never hogs a thread."),
+      // rooms
+      number("rooms.idle_s", RELAY_FIELD(node.room_idle_s), 1, year_s,
+             "A room with no members and no subscribers passivates after this many idle seconds."),
+      number("rooms.dedup_window", RELAY_FIELD(node.room_dedup_window), 1, 10'000'000,
+             "(user, client_msg_id) pairs a room remembers, so a retried send is not doubled."),
       // supervisor
       number("supervisor.restart_max", RELAY_FIELD(node.restart_max), 0, 1000,
-             "Restarts of a crashed run allowed per window; past them it ends failed (crashed)."),
+             "Restarts of a crashed run or room per window; past them a run ends failed (crashed)."),
       number("supervisor.restart_window_s", RELAY_FIELD(node.restart_window_s), 1, day_s,
              "The window of supervisor.restart_max, in seconds."),
       // log
@@ -208,14 +213,15 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 2> bounded_b
 }};
 
 /// One line of text per section in the documented config file.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 8> sections = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 9> sections = {{
     {"server", "Where Relay listens."},
     {"auth", "Bearer JWT (HS256) verification; mint tokens with `relay token`."},
     {"limits", "Bounds on HTTP connections and requests: past them a request is refused."},
     {"sse", "Server-Sent Events streams."},
     {"node", "This process in the actor system."},
     {"runs", "Streamed runs: replay ring, timers, and the bounds of create requests."},
-    {"supervisor", "Restart budget of crashed run actors (as OTP supervisors have)."},
+    {"rooms", "Chat rooms: passivation and send deduplication."},
+    {"supervisor", "Restart budget of crashed run and room actors (as OTP supervisors have)."},
     {"log", "Logging: one console logger on stderr."},
 }};
 

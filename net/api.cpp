@@ -12,6 +12,7 @@
 #include "protocols/http_api.hpp"
 #include "protocols/jwt.hpp"
 #include "protocols/metrics.hpp"
+#include "protocols/room.hpp"
 #include "protocols/run.hpp"
 #include "protocols/sse.hpp"
 
@@ -102,15 +103,26 @@ void api::handle(request&& req, const session_ptr& s) {
     case endpoint::run_append:
       return append(req, *who, std::move(r->id), s);
     case endpoint::run_stream:
-      return stream(req, *who, std::move(r->id), s);
+      return stream(req, *who, "run:" + r->id, false, s);
     case endpoint::run_complete:
       return finish(req, *who, std::move(r->id), finish_kind::complete, s);
     case endpoint::run_fail:
       return finish(req, *who, std::move(r->id), finish_kind::fail, s);
     case endpoint::run_cancel:
       return finish(req, *who, std::move(r->id), finish_kind::cancel, s);
+    case endpoint::room_post_message:
+      return post_message(req, *who, std::move(r->id), s);
+    case endpoint::room_stream:
+      return stream(req, *who, "room:" + r->id, true, s);
+    case endpoint::room_presence:
+      return presence(*who, std::move(r->id), s);
+    case endpoint::room_history:
+      // Pages of history are read from the durable log, which the storage issue adds.
+      return s->reply(error_response(errc::not_found, "room history needs durable storage"));
     case endpoint::health:
     case endpoint::metrics:
+    // Routed but not served yet (issue 3: WebSocket sessions).
+    case endpoint::websocket:
       break;
   }
   s->reply(error_response(errc::not_found, "no such endpoint"));
@@ -202,18 +214,51 @@ void api::finish(const request& req, const caller& who, std::string id, finish_k
                        }));
 }
 
-void api::stream(const request& req, const caller& who, std::string id, const session_ptr& s) {
+void api::stream(const request& req, const caller& who, std::string topic, bool default_from_now,
+                 const session_ptr& s) {
   uint64_t after = 0;
+  bool from_now = default_from_now;
   if (auto it = req.find("Last-Event-ID"); it != req.end()) {
     auto pos = parse_position(it->value());
     if (!pos) return s->reply(error_response(pos.err()));
     after = *pos;
+    from_now = false;
   } else if (auto a = query_param(req.target(), "after")) {
     auto pos = parse_position(*a);
     if (!pos) return s->reply(error_response(pos.err()));
     after = *pos;
+    from_now = false;
   }
-  s->start_stream(stream_request{who, "run:" + id, after, req.version(), req.keep_alive()});
+  s->start_stream(
+      stream_request{who, std::move(topic), after, from_now, req.version(), req.keep_alive()});
+}
+
+void api::post_message(const request& req, const caller& who, std::string room,
+                       const session_ptr& s) {
+  room_limits limits;
+  limits.max_data_bytes = state_.node().limits().max_data_bytes;
+  auto msg = parse_room_message(req.body(), limits);
+  if (!msg) return s->reply(error_response(msg.err()));
+  state_.node().post_message(who, std::move(room), std::move(*msg),
+                             answer_on<room_post_reply>(s, [](room_post_reply r) {
+                               std::string body = "{\"message_id\":\"";
+                               body += r.message_id;  // base64url: nothing to escape
+                               body += "\",\"seq\":";
+                               body += std::to_string(r.seq);
+                               body += '}';
+                               return json_response(http::status::accepted, std::move(body));
+                             }));
+}
+
+void api::presence(const caller& who, std::string room, const session_ptr& s) {
+  state_.node().room_presence(
+      who, std::move(room),
+      answer_on<std::vector<presence_member>>(s, [](std::vector<presence_member> members) {
+        std::vector<std::pair<std::string, unsigned>> rows;
+        rows.reserve(members.size());
+        for (auto& m : members) rows.emplace_back(std::move(m.user), m.sessions);
+        return json_response(http::status::ok, presence_json(rows));
+      }));
 }
 
 }  // namespace relay::net

@@ -17,8 +17,9 @@ class server_state;
 /// A request that becomes an SSE stream once the node accepts the subscription.
 struct stream_request {
   caller who;
-  std::string topic;   // "run:<id>"
-  uint64_t after = 0;  // the client's position
+  std::string topic;      // "run:<id>" or "room:<id>"
+  uint64_t after = 0;     // the client's position
+  bool from_now = false;  // no position given on a room: start at its current last seq
   unsigned version = 11;
   bool keep_alive = true;  // for an error answer to the subscribe
 };
@@ -45,8 +46,12 @@ class api {
               const std::shared_ptr<http_session>& s);
   void finish(const request& req, const caller& who, std::string id, finish_kind how,
               const std::shared_ptr<http_session>& s);
-  void stream(const request& req, const caller& who, std::string id,
+  /// SSE on a topic; without Last-Event-ID or `after`, a run starts at 0 and a room "now".
+  void stream(const request& req, const caller& who, std::string topic, bool default_from_now,
               const std::shared_ptr<http_session>& s);
+  void post_message(const request& req, const caller& who, std::string room,
+                    const std::shared_ptr<http_session>& s);
+  void presence(const caller& who, std::string room, const std::shared_ptr<http_session>& s);
 
   server_state& state_;
 };

@@ -70,7 +70,8 @@ void sse_session::run() {
     return close_now();  // the server is stopping
   self_ = shared_from_this();
   sub_id_ = state_->node().next_sub_id();
-  state_->node().subscribe(req_.who, req_.topic, req_.after, weak_from_this(), sub_id_);
+  state_->node().subscribe(req_.who, req_.topic, req_.after, weak_from_this(), sub_id_,
+                           req_.from_now);
 }
 
 void sse_session::stop(bool force) {

@@ -2,7 +2,8 @@
 
 #include <array>
 
-#include "protocols/run.hpp"  // valid_run_id
+#include "protocols/room.hpp"  // valid_room_id
+#include "protocols/run.hpp"   // valid_run_id
 
 namespace relay {
 
@@ -85,7 +86,23 @@ result<route> match_route(std::string_view method, std::string_view target) {
     if (seg[0] == "metrics") return pick(method, endpoint::metrics, std::nullopt);
     return not_found();
   }
-  if (seg[0] != "v1" || seg[1] != "runs") return not_found();
+  if (seg[0] != "v1") return not_found();
+  if (seg[1] == "ws") {
+    if (n == 2) return pick(method, endpoint::websocket, std::nullopt);
+    return not_found();
+  }
+  if (seg[1] == "rooms") {
+    // Like run ids: an invalid room id is not_found whatever the method.
+    if (n != 4 || !valid_room_id(seg[2])) return not_found();
+    std::string_view what = seg[3];
+    if (what == "messages") {
+      return pick(method, endpoint::room_history, endpoint::room_post_message, seg[2]);
+    }
+    if (what == "events") return pick(method, endpoint::room_stream, std::nullopt, seg[2]);
+    if (what == "presence") return pick(method, endpoint::room_presence, std::nullopt, seg[2]);
+    return not_found();
+  }
+  if (seg[1] != "runs") return not_found();
   if (n == 2) return pick(method, endpoint::runs_list, endpoint::runs_create);
   // Checked before the method so a probe with a junk id learns nothing but "not found".
   if (!valid_run_id(seg[2])) return not_found();

@@ -11,21 +11,29 @@
 namespace relay {
 
 enum class endpoint : uint8_t {
-  health,          // GET  /health
-  metrics,         // GET  /metrics
-  runs_create,     // POST /v1/runs
-  runs_list,       // GET  /v1/runs
-  run_get,         // GET  /v1/runs/{id}
-  run_append,      // POST /v1/runs/{id}/events
-  run_stream,      // GET  /v1/runs/{id}/events   (SSE)
-  run_complete,    // POST /v1/runs/{id}/complete
-  run_fail,        // POST /v1/runs/{id}/fail
-  run_cancel,      // POST /v1/runs/{id}/cancel
+  health,        // GET  /health
+  metrics,       // GET  /metrics
+  runs_create,   // POST /v1/runs
+  runs_list,     // GET  /v1/runs
+  run_get,       // GET  /v1/runs/{id}
+  run_append,    // POST /v1/runs/{id}/events
+  run_stream,    // GET  /v1/runs/{id}/events   (SSE)
+  run_complete,  // POST /v1/runs/{id}/complete
+  run_fail,      // POST /v1/runs/{id}/fail
+  run_cancel,    // POST /v1/runs/{id}/cancel
+  // New values go last: net/ switches on this enum.
+  room_post_message,  // POST /v1/rooms/{room}/messages
+  room_history,       // GET  /v1/rooms/{room}/messages
+  room_stream,        // GET  /v1/rooms/{room}/events   (SSE)
+  room_presence,      // GET  /v1/rooms/{room}/presence
+  websocket,          // GET  /v1/ws                    (upgrade)
 };
 
 struct route {
   endpoint what = endpoint::health;
-  std::string id;  // the run id for /v1/runs/{id}/..., validated with valid_run_id
+  // The run id for /v1/runs/{id}/... (valid_run_id) or the room id for /v1/rooms/{room}/...
+  // (valid_room_id, not percent-decoded); empty otherwise.
+  std::string id;
 };
 
 /// Routes `method` ("GET", "POST", ...) and the request target (path plus optional `?query`).

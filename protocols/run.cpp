@@ -4,11 +4,11 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
-#include <cmath>
 #include <optional>
 #include <stdexcept>
 
 #include "protocols/event.hpp"
+#include "protocols/json_text.hpp"
 #include "protocols/jwt.hpp"  // base64url_encode
 
 namespace relay {
@@ -17,70 +17,9 @@ namespace json = boost::json;
 
 namespace {
 
-// Nesting bound for request bodies: deep enough for any real payload, far too shallow for a
-// stack-exhaustion attack ("[[[[..." ten thousand deep fails fast with "too deep").
-constexpr std::size_t max_json_depth = 64;
 constexpr uint32_t max_interval_ms = 60'000;
 
 error bad_request(std::string message) { return {errc::bad_request, std::move(message)}; }
-
-// Boost.JSON turns numbers beyond double's range into ±inf and would serialise them as
-// `Infinity`, which is not JSON. Reject them so every `data` we store is valid JSON text.
-// Recursion is bounded by max_json_depth.
-bool all_numbers_finite(const json::value& v) {
-  switch (v.kind()) {
-    case json::kind::double_: return std::isfinite(v.get_double());
-    case json::kind::array:
-      for (const auto& item : v.get_array()) {
-        if (!all_numbers_finite(item)) return false;
-      }
-      return true;
-    case json::kind::object:
-      for (const auto& kv : v.get_object()) {
-        if (!all_numbers_finite(kv.value())) return false;
-      }
-      return true;
-    default: return true;
-  }
-}
-
-/// Parses a whole body as JSON: depth-bounded, UTF-8 validated (Boost.JSON's default), no comments
-/// or trailing commas. Errors are bad_request with the parser's short reason.
-result<json::value> parse_json(std::string_view body) {
-  json::parse_options options;
-  options.max_depth = max_json_depth;
-  json::error_code ec;
-  json::value v;
-  try {
-    v = json::parse(body, ec, json::storage_ptr{}, options);
-  } catch (const std::length_error&) {
-    // A string or container beyond Boost.JSON's own limits; unreachable under the body limit.
-    return error{errc::too_large, "JSON value too large"};
-  }
-  if (ec) return bad_request("invalid JSON: " + ec.message());
-  return v;
-}
-
-result<json::object> parse_json_object(std::string_view body) {
-  auto v = parse_json(body);
-  if (!v) return v.err();
-  if (!v->is_object()) return bad_request("body must be a JSON object");
-  return std::move(v->get_object());
-}
-
-// Optional fields may be absent or explicitly null; both mean "not given".
-const json::value* optional_field(const json::object& o, std::string_view name) {
-  const json::value* v = o.if_contains(name);
-  return (v != nullptr && v->is_null()) ? nullptr : v;
-}
-
-// Only JSON integers count: 10.0 or 1e3 parse as doubles and are refused, as are values beyond
-// uint64 (which Boost.JSON also turns into doubles).
-std::optional<uint64_t> as_non_negative_integer(const json::value& v) {
-  if (v.is_uint64()) return v.get_uint64();
-  if (v.is_int64() && v.get_int64() >= 0) return static_cast<uint64_t>(v.get_int64());
-  return std::nullopt;
-}
 
 /// An optional integer field within [min, max]; `fallback` when absent.
 result<uint32_t> bounded_integer(const json::object& o, std::string_view name,
@@ -107,19 +46,6 @@ result<std::string> bounded_string(const json::object& o, std::string_view name,
     return bad_request(std::string{name} + " must be 1.." + std::to_string(max_bytes) + " bytes");
   }
   return std::string{s.data(), s.size()};
-}
-
-/// Compact JSON text of `v`, bounded by max_data_bytes (too_large past it). Everything we store
-/// and later splice into events goes through here.
-result<std::string> bounded_json_text(const json::value& v, std::string_view name,
-                                      std::size_t max_bytes) {
-  if (!all_numbers_finite(v)) return bad_request(std::string{name} + ": number out of range");
-  std::string text = json::serialize(v);
-  if (text.size() > max_bytes) {
-    return error{errc::too_large,
-                 std::string{name} + " exceeds " + std::to_string(max_bytes) + " bytes"};
-  }
-  return text;
 }
 
 result<synthetic_params> parse_synthetic(const json::object& input, const run_limits& limits) {

@@ -80,6 +80,8 @@ TEST(config, every_documented_key_is_an_option) {
       "runs.max_synthetic_count",
       "runs.max_synthetic_size",
       "runs.synthetic_batch",
+      "rooms.idle_s",
+      "rooms.dedup_window",
       "supervisor.restart_max",
       "supervisor.restart_window_s",
       "log.level",

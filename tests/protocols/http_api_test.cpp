@@ -87,8 +87,10 @@ TEST(http_api, wrong_method_on_a_known_path_is_method_not_allowed) {
 TEST(http_api, unknown_paths_are_not_found) {
   for (auto t : {"", "/", "health", "*", "http://example.com/health", "/healthz", "/Health",
                  "/v1", "/v2/runs", "/v1/run", "/v1/runs/abc/events/1", "/v1/runs/abc/stream",
-                 "/v1/runs/abc/x/y/z", "/v1/rooms/lobby/messages", "/a/b/c/d/e/f/g",
-                 "//health", "/v1//runs", "/v1/runs//events", "?x=/health"}) {
+                 "/v1/runs/abc/x/y/z", "/a/b/c/d/e/f/g", "//health", "/v1//runs",
+                 "/v1/runs//events", "?x=/health", "/v1/rooms", "/v1/rooms/lobby",
+                 "/v1/rooms/lobby/x", "/v1/rooms/lobby/messages/1", "/v1/room/lobby/messages",
+                 "/v1/rooms//messages", "/v1/ws/x", "/ws", "/v1/WS"}) {
     expect_not_found("GET", t);
     expect_not_found("POST", t);
   }
@@ -114,6 +116,55 @@ TEST(http_api, bad_run_ids_are_not_found_whatever_the_method) {
     expect_not_found("DELETE", "/v1/runs/" + bad_id + "/cancel");
   }
   EXPECT_EQ(expect_route("GET", "/v1/runs/" + std::string(64, 'a')).id, std::string(64, 'a'));
+}
+
+TEST(http_api, routes_room_endpoints) {
+  struct {
+    const char* method;
+    std::string target;
+    endpoint what;
+  } room_routes[] = {
+      {"POST", "/v1/rooms/lobby/messages", endpoint::room_post_message},
+      {"GET", "/v1/rooms/lobby/messages?before_seq=9&limit=50", endpoint::room_history},
+      {"GET", "/v1/rooms/lobby/events?after=3", endpoint::room_stream},
+      {"GET", "/v1/rooms/lobby/presence", endpoint::room_presence},
+  };
+  for (const auto& rr : room_routes) {
+    route r = expect_route(rr.method, rr.target);
+    EXPECT_EQ(r.what, rr.what) << rr.target;
+    EXPECT_EQ(r.id, "lobby") << rr.target;
+  }
+  route r = expect_route("GET", "/v1/rooms/org:acme.general_1-x/events");
+  EXPECT_EQ(r.what, endpoint::room_stream);
+  EXPECT_EQ(r.id, "org:acme.general_1-x");
+  EXPECT_EQ(expect_route("GET", "/v1/rooms/" + std::string(128, 'r') + "/presence").id,
+            std::string(128, 'r'));
+}
+
+TEST(http_api, routes_the_websocket_upgrade) {
+  route r = expect_route("GET", "/v1/ws");
+  EXPECT_EQ(r.what, endpoint::websocket);
+  EXPECT_EQ(r.id, "");
+  EXPECT_EQ(expect_route("GET", "/v1/ws?access_token=a.b.c").what, endpoint::websocket);
+  expect_method_not_allowed("POST", "/v1/ws");
+  expect_not_found("GET", "/v1/ws/");
+}
+
+TEST(http_api, wrong_method_on_room_paths_is_method_not_allowed) {
+  expect_method_not_allowed("DELETE", "/v1/rooms/lobby/messages");
+  expect_method_not_allowed("PUT", "/v1/rooms/lobby/messages");
+  expect_method_not_allowed("POST", "/v1/rooms/lobby/events");
+  expect_method_not_allowed("POST", "/v1/rooms/lobby/presence");
+}
+
+TEST(http_api, bad_room_ids_are_not_found_whatever_the_method) {
+  for (std::string bad_id :
+       {std::string{"a%2Fb"}, std::string{"a b"}, std::string{"caf\xc3\xa9"}, std::string(129, 'a'),
+        std::string{"a+b"}, std::string{"~"}, std::string{"a\"b"}}) {
+    expect_not_found("POST", "/v1/rooms/" + bad_id + "/messages");
+    expect_not_found("GET", "/v1/rooms/" + bad_id + "/events");
+    expect_not_found("DELETE", "/v1/rooms/" + bad_id + "/presence");
+  }
 }
 
 TEST(http_api, oversized_target_is_bad_request) {
