@@ -9,6 +9,9 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/sec.hpp>
 
+#include "actors/counters.hpp"
+#include "actors/replay_ring.hpp"
+
 namespace relay {
 
 relay::error from_caf_error(const caf::error& e) {
@@ -32,6 +35,24 @@ relay::error from_caf_error(const caf::error& e) {
     }
   }
   return {errc::internal, "internal error"};
+}
+
+replay_reply make_replay_reply(const replay_ring& ring, uint64_t after, bool from_now,
+                               caf::actor topic, node_counters& counters) {
+  replay_reply reply;
+  reply.topic_actor = std::move(topic);
+  reply.last_seq = ring.last_seq();
+  if (from_now) return reply;
+  auto r = ring.after(after);
+  reply.gap = r.gap;
+  reply.gap_from = r.gap_from;
+  reply.gap_to = r.gap_to;
+  reply.events = std::move(r.events);
+  if (r.gap)
+    node_counters::add(counters.gaps);
+  else if (!reply.events.empty())
+    node_counters::add(counters.replay_hits);
+  return reply;
 }
 
 void register_message_types(caf::actor_system_config& cfg) {

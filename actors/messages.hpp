@@ -217,6 +217,14 @@ inline caf::error make_error(errc code, std::string message) {
 /// not_found; anything else internal.
 relay::error from_caf_error(const caf::error& e);
 
+class replay_ring;
+struct node_counters;
+
+/// The answer to a subscribe at position `after`, from a topic's ring (counts replay hits and
+/// gaps). With `from_now` the subscriber starts at the ring's last seq and is owed nothing.
+replay_reply make_replay_reply(const replay_ring& ring, uint64_t after, bool from_now,
+                               caf::actor topic, node_counters& counters);
+
 /// Registers every message type above with the actor system config (same names on every node).
 void register_message_types(caf::actor_system_config& cfg);
 

@@ -151,20 +151,8 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
           self->monitor(edge);
         }
         touch(self);
-        replay_reply reply;
-        reply.topic_actor = caf::actor_cast<caf::actor>(self);
-        reply.last_seq = st.ring.last_seq();
-        if (from_now) return reply;
-        auto r = st.ring.after(after);
-        reply.gap = r.gap;
-        reply.gap_from = r.gap_from;
-        reply.gap_to = r.gap_to;
-        reply.events = std::move(r.events);
-        if (r.gap)
-          node_counters::add(st.counters->gaps);
-        else if (!reply.events.empty())
-          node_counters::add(st.counters->replay_hits);
-        return reply;
+        return make_replay_reply(st.ring, after, from_now, caf::actor_cast<caf::actor>(self),
+                                 *st.counters);
       },
       [=](unsubscribe_atom, const caf::actor& edge) {
         auto& edges = self->state.edges;

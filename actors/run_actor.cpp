@@ -8,6 +8,8 @@
 #include <chrono>
 #include <string>
 
+#include "protocols/json_text.hpp"
+
 namespace relay {
 
 namespace {
@@ -114,6 +116,14 @@ void emit_synthetic(run_actor_type* self) {
 
 }  // namespace
 
+/// `{"by":"<sub>"}`, the sub escaped (it comes from a token).
+static std::string cancelled_data(std::string_view sub) {
+  std::string out = R"({"by":)";
+  append_json_string(out, sub);
+  out += '}';
+  return out;
+}
+
 bool may_read(const caller& who, const std::string& owner) noexcept {
   return who.sub == owner || at_least(who.who, role::service);
 }
@@ -188,7 +198,7 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
             break;
           case finish_kind::cancel:
             end_run(self, run_status::cancelled, "cancelled by " + who.sub, "cancelled",
-                    R"({"by":")" + who.sub + "\"}");
+                    cancelled_data(who.sub));
             break;
         }
         return st.info;
@@ -201,19 +211,9 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
         // every later event reaches the edge after this reply.
         if (std::find(st.edges.begin(), st.edges.end(), edge) == st.edges.end())
           st.edges.push_back(edge);
-        auto r = st.ring.after(after);
-        replay_reply reply;
-        reply.topic_actor = caf::actor_cast<caf::actor>(self);
-        reply.last_seq = st.ring.last_seq();
-        reply.gap = r.gap;
-        reply.gap_from = r.gap_from;
-        reply.gap_to = r.gap_to;
+        auto reply = make_replay_reply(st.ring, after, false, caf::actor_cast<caf::actor>(self),
+                                       *st.counters);
         reply.ended = is_terminal(st.info.status);
-        reply.events = std::move(r.events);
-        if (r.gap)
-          node_counters::add(st.counters->gaps);
-        else if (!reply.events.empty())
-          node_counters::add(st.counters->replay_hits);
         return reply;
       },
       [=](unsubscribe_atom, const caf::actor& edge) {

@@ -255,6 +255,18 @@ TEST_F(actors_test, idempotency_key_returns_the_active_run_of_the_same_owner) {
   EXPECT_NE(after_end->info.id, first->info.id);
 }
 
+TEST_F(actors_test, cancelled_event_names_the_canceller_as_valid_json) {
+  auto run = create(external());
+  auto s = subscribe(run.id, 0);
+  const caller odd{"we\"ird\\sub", role::service};  // a token's sub may hold any characters
+  ASSERT_TRUE(ask<run_info>(finish_atom::value, run.id, odd, finish_kind::cancel,
+                            std::string{"null"})
+                  .ok());
+  ASSERT_EQ(s->count_type("cancelled"), 1u);
+  EXPECT_NE(s->frames.back().bytes.find(R"("data":{"by":"we\"ird\\sub"})"), std::string::npos)
+      << s->frames.back().bytes;
+}
+
 TEST_F(actors_test, a_user_cannot_create_runs_for_someone_else) {
   auto req = external();
   req.owner = "bob";
