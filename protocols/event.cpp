@@ -4,20 +4,13 @@
 #include <charconv>
 #include <chrono>
 
+#include "protocols/json_text.hpp"
+
 namespace relay {
 
 namespace {
 
 constexpr std::size_t max_type_bytes = 64;
-
-// Appends the decimal form of an integer without allocating a temporary.
-template <class Int>
-void append_number(std::string& out, Int value) {
-  std::array<char, 24> buf;  // enough for any 64-bit integer with sign
-  auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), value);
-  (void)ec;  // cannot fail: the buffer fits every 64-bit value
-  out.append(buf.data(), static_cast<std::size_t>(end - buf.data()));
-}
 
 }  // namespace
 

@@ -3,8 +3,10 @@
 // validated values, and string escaping for encoders that build JSON by appending (hot paths).
 // Shared by run.cpp, room.cpp and ws.cpp so that every parse path has the same bounds.
 
+#include <array>
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
+#include <charconv>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -45,5 +47,14 @@ result<std::string> bounded_json_text(const boost::json::value& v, std::string_v
 /// escaped, every other byte is copied (the input is assumed valid UTF-8). No allocation beyond
 /// out's growth.
 void append_json_string(std::string& out, std::string_view s);
+
+/// Appends the decimal form of an integer without allocating a temporary (hot path: per event).
+template <class Int>
+void append_number(std::string& out, Int value) {
+  std::array<char, 24> buf;  // enough for any 64-bit integer with sign
+  auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), value);
+  (void)ec;  // cannot fail: the buffer fits every 64-bit value
+  out.append(buf.data(), static_cast<std::size_t>(end - buf.data()));
+}
 
 }  // namespace relay

@@ -154,15 +154,6 @@ result<client_op> decode_op(std::string_view op, const json::object& o, const ws
   return bad_request("unknown op");
 }
 
-// Appends the decimal form of an integer without allocating a temporary.
-template <class Int>
-void append_number(std::string& out, Int value) {
-  std::array<char, 24> buf;  // enough for any 64-bit integer with sign
-  auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), value);
-  (void)ec;  // cannot fail: the buffer fits every 64-bit value
-  out.append(buf.data(), static_cast<std::size_t>(end - buf.data()));
-}
-
 /// `{"op":"<op>"` plus `,"ref":..` when ref is not empty; the caller closes the object.
 std::string open_message(std::string_view op, std::string_view ref) {
   std::string out = R"({"op":")";
