@@ -1,26 +1,14 @@
 // Room actor, its activation and supervision by the shard, and room topics at the edge, on CAF's
 // deterministic test coordinator in virtual time.
 
-// CAF's test DSL first: GoogleTest's FAIL macro would break it.
-#include <caf/all.hpp>
-#include <caf/test/dsl.hpp>
-// clang-format off
-#include <gtest/gtest.h>
-// clang-format on
-
-#include "actors/edge.hpp"
-#include "actors/messages.hpp"
 #include "actors/room_actor.hpp"
-#include "actors/shard.hpp"
+
+#include "tests/actors/node_fixture.hpp"
 
 namespace relay {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct test_config : caf::actor_system_config {
-  test_config() { register_message_types(*this); }
-};
 
 /// A session stand-in: records what the edge hands it, presence included.
 class room_sink : public sink {
@@ -54,35 +42,16 @@ class room_sink : public sink {
   std::vector<presence_note> presence;
 };
 
-class room_test : public ::testing::Test {
+node_settings room_settings() {
+  auto s = test::small_node();
+  s.room_idle_s = 300;
+  s.room_dedup_window = 3;
+  return s;
+}
+
+class room_test : public test::node_fixture {
  protected:
-  room_test() {
-    settings.restart_max = 2;
-    settings.restart_window_s = 10;
-    settings.ring_capacity = 100;
-    settings.room_idle_s = 300;
-    settings.room_dedup_window = 3;
-    shard = fx.sys.spawn(shard_actor, settings, &counters);
-    edge = fx.sys.spawn(edge_actor, shard, &counters);
-    fx.sched.run();
-  }
-
-  ~room_test() override {
-    caf::anon_send(edge, stop_atom::value);
-    caf::anon_send(shard, stop_atom::value);
-    fx.sched.run();
-  }
-
-  template <class T, class... Ts>
-  result<T> ask(Ts&&... xs) {
-    std::optional<result<T>> out;
-    auto handle = fx.self->request(shard, caf::infinite, std::forward<Ts>(xs)...);
-    fx.sched.run();
-    handle.receive([&](T& x) { out.emplace(std::move(x)); },
-                   [&](caf::error& e) { out.emplace(from_caf_error(e)); });
-    EXPECT_TRUE(out.has_value()) << "no answer";
-    return out ? std::move(*out) : result<T>{errc::internal, "no answer"};
-  }
+  room_test() : node_fixture(room_settings()) {}
 
   result<room_post_reply> post(const std::string& text, const std::string& client_msg_id = "",
                                caller who = alice, const std::string& room = "lobby") {
@@ -119,11 +88,6 @@ class room_test : public ::testing::Test {
     fx.sched.run();
   }
 
-  void advance(caf::timespan d) {
-    fx.advance_time(d);
-    fx.sched.run();
-  }
-
   caf::actor room_handle(const std::string& id = "lobby") {
     auto& st = caf::actor_cast<shard_actor_type*>(shard)->state;
     auto it = st.rooms.find(id);
@@ -132,13 +96,6 @@ class room_test : public ::testing::Test {
 
   static inline const caller alice{"alice", role::user};
   static inline const caller bob{"bob", role::user};
-
-  test_coordinator_fixture<test_config> fx;
-  node_settings settings;
-  node_counters counters;
-  caf::actor shard;
-  caf::actor edge;
-  uint64_t next_sub = 1;
 };
 
 TEST_F(room_test, a_room_is_activated_on_first_use_and_assigns_seq_in_order) {

@@ -1,25 +1,13 @@
 // Run actor, shard and edge on CAF's deterministic test coordinator, in virtual time.
 
-// CAF's test DSL first: GoogleTest's FAIL macro would break it.
-#include <caf/all.hpp>
-#include <caf/test/dsl.hpp>
-// clang-format off
-#include <gtest/gtest.h>
-// clang-format on
-
-#include "actors/edge.hpp"
-#include "actors/messages.hpp"
 #include "actors/run_actor.hpp"
-#include "actors/shard.hpp"
+
+#include "tests/actors/node_fixture.hpp"
 
 namespace relay {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct test_config : caf::actor_system_config {
-  test_config() { register_message_types(*this); }
-};
 
 /// A session stand-in: records what the edge hands it.
 class recording_sink : public sink {
@@ -72,35 +60,8 @@ class recording_sink : public sink {
   error close_reason;
 };
 
-class actors_test : public ::testing::Test {
+class actors_test : public test::node_fixture {
  protected:
-  actors_test() {
-    settings.restart_max = 2;
-    settings.restart_window_s = 10;
-    settings.ring_capacity = 100;
-    shard = fx.sys.spawn(shard_actor, settings, &counters);
-    edge = fx.sys.spawn(edge_actor, shard, &counters);
-    fx.sched.run();
-  }
-
-  ~actors_test() override {
-    caf::anon_send(edge, stop_atom::value);
-    caf::anon_send(shard, stop_atom::value);
-    fx.sched.run();
-  }
-
-  /// Sends a request to the shard, runs the scheduler, and returns the answer (or the error).
-  template <class T, class... Ts>
-  result<T> ask(Ts&&... xs) {
-    std::optional<result<T>> out;
-    auto handle = fx.self->request(shard, caf::infinite, std::forward<Ts>(xs)...);
-    fx.sched.run();  // the answer is in self's mailbox afterwards: receive does not block
-    handle.receive([&](T& x) { out.emplace(std::move(x)); },
-                   [&](caf::error& e) { out.emplace(from_caf_error(e)); });
-    EXPECT_TRUE(out.has_value()) << "no answer";
-    return out ? std::move(*out) : result<T>{errc::internal, "no answer"};
-  }
-
   run_info create(create_run_request req, caller who = alice) {
     auto r = ask<create_run_reply>(create_atom::value, who, std::move(req));
     EXPECT_TRUE(r.ok()) << (r ? "" : r.err().message);
@@ -122,12 +83,6 @@ class actors_test : public ::testing::Test {
                    std::weak_ptr<sink>{s});
     fx.sched.run();
     return s;
-  }
-
-  /// Advances virtual time and lets every actor react (timers fire, messages are consumed).
-  void advance(caf::timespan d) {
-    fx.advance_time(d);
-    fx.sched.run();
   }
 
   caf::actor run_handle(const std::string& id) {
@@ -153,13 +108,6 @@ class actors_test : public ::testing::Test {
   static inline const caller alice{"alice", role::user};
   static inline const caller bob{"bob", role::user};
   static inline const caller worker{"worker", role::service};
-
-  test_coordinator_fixture<test_config> fx;
-  node_settings settings;
-  node_counters counters;
-  caf::actor shard;
-  caf::actor edge;
-  uint64_t next_sub = 1;
 };
 
 TEST_F(actors_test, seq_is_assigned_in_order_and_replayed_to_a_late_subscriber) {
@@ -259,9 +207,9 @@ TEST_F(actors_test, cancelled_event_names_the_canceller_as_valid_json) {
   auto run = create(external());
   auto s = subscribe(run.id, 0);
   const caller odd{"we\"ird\\sub", role::service};  // a token's sub may hold any characters
-  ASSERT_TRUE(ask<run_info>(finish_atom::value, run.id, odd, finish_kind::cancel,
-                            std::string{"null"})
-                  .ok());
+  ASSERT_TRUE(
+      ask<run_info>(finish_atom::value, run.id, odd, finish_kind::cancel, std::string{"null"})
+          .ok());
   ASSERT_EQ(s->count_type("cancelled"), 1u);
   EXPECT_NE(s->frames.back().bytes.find(R"("data":{"by":"we\"ird\\sub"})"), std::string::npos)
       << s->frames.back().bytes;
