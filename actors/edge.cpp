@@ -11,6 +11,8 @@
 
 #include "protocols/room.hpp"
 #include "protocols/sse.hpp"
+#include "protocols/ws.hpp"
+#include "protocols/ws_frame.hpp"
 
 namespace relay {
 
@@ -55,18 +57,26 @@ void remove_sub(edge_actor_type* self, topic_entry& tp, uint64_t id) {
   tp.subs.pop_back();
 }
 
-frame_ptr cached_frame(const topic_entry& tp, const event& e) {
-  if (tp.recent.empty()) return nullptr;
-  auto first = tp.recent.front()->seq;
-  if (e.seq < first || e.seq - first >= tp.recent.size()) return nullptr;
-  auto& f = tp.recent[static_cast<std::size_t>(e.seq - first)];
+std::size_t index(wire_format format) noexcept { return static_cast<std::size_t>(format); }
+
+frame_ptr cached_frame(const topic_entry& tp, const event& e, wire_format format) {
+  auto& recent = tp.recent[index(format)];
+  if (recent.empty()) return nullptr;
+  auto first = recent.front()->seq;
+  if (e.seq < first || e.seq - first >= recent.size()) return nullptr;
+  auto& f = recent[static_cast<std::size_t>(e.seq - first)];
   return f->seq == e.seq ? f : nullptr;
 }
 
-void remember(topic_entry& tp, const frame_ptr& f) {
-  if (!tp.recent.empty() && tp.recent.back()->seq + 1 != f->seq) tp.recent.clear();
-  tp.recent.push_back(f);
-  if (tp.recent.size() > recent_frames) tp.recent.pop_front();
+void remember(topic_entry& tp, const frame_ptr& f, wire_format format) {
+  auto& recent = tp.recent[index(format)];
+  if (!recent.empty() && recent.back()->seq + 1 != f->seq) recent.clear();
+  recent.push_back(f);
+  if (recent.size() > recent_frames) recent.pop_front();
+}
+
+void forget_frames(topic_entry& tp) {
+  for (auto& recent : tp.recent) recent.clear();
 }
 
 void request_subscribe(edge_actor_type* self, const std::string& name, uint64_t sub_id,
@@ -113,7 +123,7 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, 
       st.topic_by_owner.erase(tp.owner.address());
     }
     tp.owner = r.topic_actor;
-    tp.recent.clear();
+    forget_frames(tp);
     self->monitor(tp.owner);
     st.topic_by_owner[tp.owner.address()] = name;
   }
@@ -130,16 +140,17 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, 
     sub->acked = true;
     node_counters::add(st.counters->subscriptions, 1);
   }
-  auto& frames = st.scratch;
+  auto& frames = st.scratch[index(sub->format)];
   frames.clear();
   if (r.gap && r.gap_to > sub->sent_seq)
-    frames.push_back(encode_gap(std::max(r.gap_from, sub->sent_seq + 1), r.gap_to, sub->format));
+    frames.push_back(
+        encode_gap(std::max(r.gap_from, sub->sent_seq + 1), r.gap_to, sub->format, name));
   bool terminal = false;
   std::size_t events = 0;
   for (auto& e : r.events) {
     if (e.seq <= sub->sent_seq) continue;
-    auto f = sub->format == wire_format::sse ? cached_frame(tp, e) : nullptr;
-    if (!f) f = encode_frame(e, sub->format, terminal_type(name, e.type));
+    auto f = cached_frame(tp, e, sub->format);
+    if (!f) f = encode_frame(e, sub->format, terminal_type(name, e.type), name);
     terminal = terminal || f->terminal;
     frames.push_back(std::move(f));
     ++events;
@@ -184,6 +195,16 @@ void on_presence(edge_actor_type* self, room_presence& msg) {
   note->joined = msg.joined;
   note->user = std::move(msg.user);
   note->session_id = std::move(msg.session_id);
+  const auto& subs = t->second.subs;
+  if (std::any_of(subs.begin(), subs.end(),
+                  [](const subscription& s) { return s.format == wire_format::ws; })) {
+    auto json = ws::encode_presence(
+        note->room, note->joined ? ws::presence_change::joined : ws::presence_change::left,
+        note->user, note->session_id);
+    auto f = std::make_shared<frame>();
+    ws::append_frame(f->bytes, ws::opcode::text, json);
+    note->ws_frame = std::move(f);
+  }
   presence_ptr shared = std::move(note);
   for (auto& sub : t->second.subs) {
     if (!sub.acked) continue;  // never ahead of on_subscribed
@@ -231,18 +252,29 @@ void on_events(edge_actor_type* self, topic_events& msg) {
     return;
   }
   auto& tp = t->second;
-  auto& frames = st.scratch;
-  frames.clear();
+  // Encode each event once per wire format that a live session of this node reads.
+  std::array<bool, wire_format_count> wanted{};
+  for (auto& sub : tp.subs)
+    if (sub.live) wanted[index(sub.format)] = true;
+  // (A cache that misses some seqs restarts at its next event: remember() keeps them contiguous.)
   bool terminal = false;
-  for (auto& e : msg.events) {
-    auto f = encode_frame(e, wire_format::sse, terminal_type(msg.topic, e.type));
-    terminal = terminal || f->terminal;
-    remember(tp, f);
-    frames.push_back(std::move(f));
+  for (auto& e : msg.events) terminal = terminal || terminal_type(msg.topic, e.type);
+  std::size_t encoded = 0;
+  for (std::size_t k = 0; k < wire_format_count; ++k) {
+    auto& frames = st.scratch[k];
+    frames.clear();
+    if (!wanted[k]) continue;
+    const auto format = static_cast<wire_format>(k);
+    for (auto& e : msg.events) {
+      auto f = encode_frame(e, format, terminal_type(msg.topic, e.type), msg.topic);
+      remember(tp, f, format);
+      frames.push_back(std::move(f));
+    }
+    encoded += frames.size();
   }
-  node_counters::add(st.counters->frames_encoded, frames.size());
-  uint64_t first = frames.front()->seq;
-  uint64_t last = frames.back()->seq;
+  node_counters::add(st.counters->frames_encoded, encoded);
+  const uint64_t first = msg.events.front().seq;
+  const uint64_t last = msg.events.back().seq;
   uint64_t delivered = 0;
   std::vector<uint64_t> finished;
   for (auto& sub : tp.subs) {
@@ -253,6 +285,7 @@ void on_events(edge_actor_type* self, topic_events& msg) {
       continue;
     }
     if (sub.sent_seq >= last) continue;
+    auto& frames = st.scratch[index(sub.format)];
     std::size_t from =
         sub.sent_seq >= first ? static_cast<std::size_t>(sub.sent_seq - first + 1) : 0;
     out->on_frames(sub.id, frames.data() + from, frames.size() - from);
@@ -260,7 +293,7 @@ void on_events(edge_actor_type* self, topic_events& msg) {
     sub.sent_seq = last;
     if (terminal) finished.push_back(sub.id);
   }
-  frames.clear();
+  for (auto& frames : st.scratch) frames.clear();
   node_counters::add(st.counters->events_out, delivered);
   if (!finished.empty()) {
     for (auto id : finished) remove_sub(self, tp, id);
@@ -278,7 +311,7 @@ void on_topic_down(edge_actor_type* self, caf::down_msg& dm) {
   if (t == st.topics.end()) return;
   auto& tp = t->second;
   tp.owner = nullptr;
-  tp.recent.clear();
+  forget_frames(tp);
   if (dm.reason == caf::exit_reason::normal || dm.reason == caf::exit_reason::user_shutdown) {
     // Passivated or stopped: the streams end; clients resume wherever the topic lives next.
     for (auto& sub : tp.subs) {
@@ -311,20 +344,40 @@ bool terminal_type(const std::string& topic, const std::string& type) noexcept {
          (type == "complete" || type == "error" || type == "cancelled");
 }
 
-frame_ptr encode_frame(const event& e, wire_format, bool terminal) {
+namespace {
+
+/// A WebSocket text frame around `json` (header first, so one buffer holds the whole frame).
+std::string ws_text_frame(std::string_view json) {
+  std::string out;
+  out.reserve(ws::frame_header_size(json.size()) + json.size());
+  ws::append_frame(out, ws::opcode::text, json);
+  return out;
+}
+
+}  // namespace
+
+frame_ptr encode_frame(const event& e, wire_format format, bool terminal, std::string_view topic) {
   auto f = std::make_shared<frame>();
   f->what = frame::kind::event;
   f->seq = e.seq;
   f->terminal = terminal;
-  f->bytes = sse_frame(e);
+  if (format == wire_format::sse) {
+    f->bytes = sse_frame(e);
+  } else {
+    thread_local std::string json;  // the edge runs on any CAF thread; reused per event
+    json.clear();
+    ws::append_event(json, topic, e);
+    f->bytes = ws_text_frame(json);
+  }
   return f;
 }
 
-frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format) {
+frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format format, std::string_view topic) {
   auto f = std::make_shared<frame>();
   f->what = frame::kind::gap;
   f->seq = to;
-  f->bytes = sse_gap_frame(from, to);
+  f->bytes = format == wire_format::sse ? sse_gap_frame(from, to)
+                                        : ws_text_frame(ws::encode_gap(topic, from, to));
   return f;
 }
 

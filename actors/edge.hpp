@@ -4,6 +4,7 @@
 // format into a shared immutable frame and hands that frame to every subscribed session's sink.
 // Internal to actors/.
 
+#include <array>
 #include <caf/stateful_actor.hpp>
 #include <deque>
 #include <memory>
@@ -37,7 +38,8 @@ struct edge_state {
   struct topic {
     caf::actor owner;  // the topic's actor (monitored) once a replay named it
     std::vector<subscription> subs;
-    std::deque<frame_ptr> recent;  // contiguous seqs, at most recent_frames
+    // Per wire format: contiguous seqs, at most recent_frames each.
+    std::array<std::deque<frame_ptr>, wire_format_count> recent;
   };
 
   caf::actor shard;
@@ -45,7 +47,8 @@ struct edge_state {
   std::unordered_map<std::string, topic> topics;
   std::unordered_map<uint64_t, std::string> topic_of;  // sub id → topic name
   std::unordered_map<caf::actor_addr, std::string> topic_by_owner;
-  std::vector<frame_ptr> scratch;  // reused per batch on the hot path
+  // Reused per batch on the hot path, one per wire format.
+  std::array<std::vector<frame_ptr>, wire_format_count> scratch;
 };
 
 using edge_actor_type = caf::stateful_actor<edge_state>;
@@ -55,9 +58,9 @@ constexpr std::size_t recent_frames = 1024;
 
 caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters* counters);
 
-/// Encodes an event for a wire format (SSE now; WebSocket with the rooms issue).
-frame_ptr encode_frame(const event& e, wire_format format, bool terminal);
-frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format format);
+/// Encodes an event of `topic` ("run:<id>" / "room:<id>") for a wire format.
+frame_ptr encode_frame(const event& e, wire_format format, bool terminal, std::string_view topic);
+frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format format, std::string_view topic);
 
 /// "run:<id>" with a non-empty id, or "room:<id>" with a valid room id.
 bool known_topic(const std::string& topic) noexcept;

@@ -2,6 +2,7 @@
 // What the edge hands to sessions: an immutable, shared, already-encoded wire frame, and the
 // session-side interface (`sink`) the edge writes into. No CAF here: net/ includes this.
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -11,8 +12,11 @@
 
 namespace relay {
 
-/// Wire formats a session can ask the edge for. The edge encodes each event once per format in use.
-enum class wire_format : uint8_t { sse };
+/// Wire formats a session can ask the edge for. The edge encodes each event once per format in use:
+/// `sse` an SSE event block, `ws` a whole WebSocket text frame (RFC 6455 header included) carrying
+/// the `{"op":"event",...}` message of PROTOCOL.md.
+enum class wire_format : uint8_t { sse, ws };
+constexpr std::size_t wire_format_count = 2;
 
 /// One encoded frame, shared by every session of the node that streams the same topic.
 struct frame {
@@ -37,6 +41,7 @@ struct presence_note {
   bool joined = true;  // false: left
   std::string user;
   std::string session_id;
+  frame_ptr ws_frame;  // the WebSocket frame of the change (null when no WebSocket follows)
 };
 using presence_ptr = std::shared_ptr<const presence_note>;
 

@@ -157,6 +157,17 @@ const std::vector<option>& options() {
              "Seconds of silence before a `: hb` comment, so proxies keep idle streams open."),
       number("sse.write_delay_ms", RELAY_FIELD(server.sse_write_delay_ms), 0, 1000,
              "Coalesce a client's writes this long: fewer syscalls at high fan-out; 0 = off."),
+      // ws
+      number("ws.max_message_bytes", RELAY_FIELD(server.ws_max_message), 256, 16 * mib,
+             "Largest client WebSocket message; past it the connection is closed with 1009."),
+      number("ws.max_subscriptions", RELAY_FIELD(server.ws_max_subscriptions), 1, 100'000,
+             "Topics (runs and rooms) one connection may follow; past it subscribe answers error."),
+      number("ws.heartbeat_ms", RELAY_FIELD(server.ws_heartbeat_ms), 100, 3'600'000,
+             "Interval of the server's ping frames (announced in `hello`)."),
+      number("ws.timeout_ms", RELAY_FIELD(server.ws_timeout_ms), 200, 7'200'000,
+             "A peer that sends nothing (not even a pong) this long is closed."),
+      number("ws.outbound_limit_bytes", RELAY_FIELD(server.ws_outbound_limit), 4 * kib, gib,
+             "Bytes queued per connection at most; past it the client is closed with 4001."),
       // node
       text("node.name", RELAY_FIELD(node.name), node_name, "[A-Za-z0-9._-]{1,64}",
            "This node's name in /health, in logs and, later, in the cluster."),
@@ -191,8 +202,9 @@ const std::vector<option>& options() {
       number("rooms.dedup_window", RELAY_FIELD(node.room_dedup_window), 1, 10'000'000,
              "(user, client_msg_id) pairs a room remembers, so a retried send is not doubled."),
       // supervisor
-      number("supervisor.restart_max", RELAY_FIELD(node.restart_max), 0, 1000,
-             "Restarts of a crashed run or room per window; past them a run ends failed (crashed)."),
+      number(
+          "supervisor.restart_max", RELAY_FIELD(node.restart_max), 0, 1000,
+          "Restarts of a crashed run or room per window; past them a run ends failed (crashed)."),
       number("supervisor.restart_window_s", RELAY_FIELD(node.restart_window_s), 1, day_s,
              "The window of supervisor.restart_max, in seconds."),
       // log
@@ -213,11 +225,12 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 2> bounded_b
 }};
 
 /// One line of text per section in the documented config file.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 9> sections = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 10> sections = {{
     {"server", "Where Relay listens."},
     {"auth", "Bearer JWT (HS256) verification; mint tokens with `relay token`."},
     {"limits", "Bounds on HTTP connections and requests: past them a request is refused."},
     {"sse", "Server-Sent Events streams."},
+    {"ws", "WebSocket connections at /v1/ws."},
     {"node", "This process in the actor system."},
     {"runs", "Streamed runs: replay ring, timers, and the bounds of create requests."},
     {"rooms", "Chat rooms: passivation and send deduplication."},

@@ -1,5 +1,6 @@
 #include "net/api.hpp"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <optional>
@@ -7,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "net/beast.hpp"
 #include "net/http_session.hpp"
 #include "net/server_state.hpp"
 #include "protocols/http_api.hpp"
@@ -15,6 +17,7 @@
 #include "protocols/room.hpp"
 #include "protocols/run.hpp"
 #include "protocols/sse.hpp"
+#include "protocols/ws_frame.hpp"
 
 namespace relay::net {
 
@@ -85,6 +88,8 @@ void api::handle(request&& req, const session_ptr& s) {
       return s->reply(health());
     case endpoint::metrics:
       return s->reply(metrics());
+    case endpoint::websocket:
+      return upgrade(req, s);
     default:
       break;
   }
@@ -121,7 +126,6 @@ void api::handle(request&& req, const session_ptr& s) {
       return s->reply(error_response(errc::not_found, "room history needs durable storage"));
     case endpoint::health:
     case endpoint::metrics:
-    // Routed but not served yet (issue 3: WebSocket sessions).
     case endpoint::websocket:
       break;
   }
@@ -129,15 +133,61 @@ void api::handle(request&& req, const session_ptr& s) {
 }
 
 result<caller> api::authenticate(const request& req) const {
+  auto c = token_claims(req);
+  if (!c) return c.err();
+  return caller{std::move(c->sub), c->who};
+}
+
+result<claims> api::token_claims(const request& req) const {
   std::optional<std::string> token;
   if (auto it = req.find(http::field::authorization); it != req.end())
     if (auto t = bearer_token(it->value())) token.emplace(*t);
   if (!token) token = query_param(req.target(), "access_token");
   if (!token || token->empty()) return error{errc::unauthorized, "missing bearer token"};
+  return verify_token(*token);
+}
+
+result<claims> api::verify_token(std::string_view token) const {
   const auto& cfg = state_.settings();
-  auto c = verify_hs256(*token, cfg.jwt_secret, now_s(), cfg.jwt_leeway_s);
-  if (!c) return c.err();
-  return caller{std::move(c->sub), c->who};
+  return verify_hs256(token, cfg.jwt_secret, now_s(), cfg.jwt_leeway_s);
+}
+
+namespace {
+
+/// True when the comma-separated header value lists `token` (case-insensitive).
+bool lists_token(std::string_view value, std::string_view token) {
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    auto item = value.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (beast::iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+}  // namespace
+
+void api::upgrade(const request& req, const session_ptr& s) {
+  // The upgrade is checked before the token so that a plain GET learns what the endpoint is.
+  if (!lists_token(req[http::field::upgrade], "websocket") ||
+      !lists_token(req[http::field::connection], "upgrade"))
+    return s->reply(error_response(errc::bad_request,
+                                   "GET /v1/ws expects a WebSocket upgrade (Upgrade: websocket)"));
+  if (req[http::field::sec_websocket_version] != "13") {
+    auto res = error_response(errc::bad_request, "unsupported Sec-WebSocket-Version (use 13)");
+    res.result(http::status::upgrade_required);
+    res.set(http::field::sec_websocket_version, "13");
+    return s->reply(std::move(res));
+  }
+  const auto key = req[http::field::sec_websocket_key];
+  if (!ws::valid_client_key(key))
+    return s->reply(error_response(errc::bad_request, "invalid Sec-WebSocket-Key"));
+  auto c = token_claims(req);
+  if (!c) return s->reply(error_response(c.err()));
+  s->start_websocket(ws_request{caller{std::move(c->sub), c->who}, c->exp, ws::accept_key(key)});
 }
 
 response api::health() const {

@@ -8,6 +8,7 @@
 
 #include "actors/node.hpp"
 #include "net/responses.hpp"
+#include "protocols/jwt.hpp"
 
 namespace relay::net {
 
@@ -24,20 +25,33 @@ struct stream_request {
   bool keep_alive = true;  // for an error answer to the subscribe
 };
 
+/// A request that becomes a WebSocket session (PROTOCOL.md "WebSocket"): authenticated, with the
+/// upgrade headers checked.
+struct ws_request {
+  caller who;
+  int64_t expires_at_s = 0;  // the token's `exp` (the `auth` op can extend it)
+  std::string accept_key;    // Sec-WebSocket-Accept for the 101 answer
+};
+
 class api {
  public:
   explicit api(server_state& state) noexcept : state_(state) {}
 
   /// Handles one complete request on the session's thread. Exactly one of these follows, each on
-  /// the session's thread (node answers are posted back to it): session->reply(response), or
-  /// session->start_stream(stream_request).
+  /// the session's thread (node answers are posted back to it): session->reply(response),
+  /// session->start_stream(stream_request) or session->start_websocket(ws_request).
   void handle(request&& req, const std::shared_ptr<http_session>& session);
 
   /// The caller of a /v1 request: `Authorization: Bearer` or the `access_token` query parameter,
   /// verified as HS256 with the configured secret. Errors are unauthorized.
   result<caller> authenticate(const request& req) const;
 
+  /// Verifies a bearer token (the `auth` op of a WebSocket reuses it).
+  result<claims> verify_token(std::string_view token) const;
+
  private:
+  /// The claims of the request's token (header, else `access_token`).
+  result<claims> token_claims(const request& req) const;
   response health() const;
   response metrics() const;
   void create_run(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
@@ -51,6 +65,8 @@ class api {
               const std::shared_ptr<http_session>& s);
   void post_message(const request& req, const caller& who, std::string room,
                     const std::shared_ptr<http_session>& s);
+  /// GET /v1/ws: checks the upgrade headers (RFC 6455 4.2.1) and hands the connection over.
+  void upgrade(const request& req, const std::shared_ptr<http_session>& s);
   void presence(const caller& who, std::string room, const std::shared_ptr<http_session>& s);
 
   server_state& state_;

@@ -12,6 +12,10 @@ bool frame_queue::push(const frame_ptr& f) {
   return true;
 }
 
+void frame_queue::push_counted(frame_ptr f) {
+  if (f && !f->bytes.empty()) entries_.push_back(entry{std::move(f), true});
+}
+
 void frame_queue::push_control(frame_ptr f) {
   if (f && !f->bytes.empty()) entries_.push_back(entry{std::move(f), false});
 }
@@ -58,6 +62,15 @@ std::size_t frame_queue::clear() noexcept {
     if (e.counted) bytes += e.f->bytes.size();
   entries_.clear();
   head_offset_ = 0;
+  return bytes;
+}
+
+std::size_t frame_queue::drop_unstarted() noexcept {
+  const bool keep_head = head_offset_ > 0 && !entries_.empty();
+  std::size_t bytes = 0;
+  for (std::size_t i = keep_head ? 1 : 0; i < entries_.size(); ++i)
+    if (entries_[i].counted) bytes += entries_[i].f->bytes.size();
+  entries_.erase(entries_.begin() + (keep_head ? 1 : 0), entries_.end());
   return bytes;
 }
 

@@ -1,6 +1,6 @@
 #pragma once
-// The outbound queue of an SSE session, owned by its Asio thread: deduplication by seq, the
-// gather list of the next write, and what a partial write leaves behind. Pure: no sockets.
+// The outbound queue of an SSE or WebSocket session, owned by its Asio thread: deduplication by
+// seq, the gather list of the next write, and what a partial write leaves behind. Pure: no sockets.
 
 #include <boost/asio/buffer.hpp>
 #include <cstddef>
@@ -22,6 +22,10 @@ class frame_queue {
   /// ends at or before that position, or anything after a terminal frame.
   bool push(const frame_ptr& f);
 
+  /// Queues a counted frame without the seq check (a WebSocket session follows many topics and
+  /// deduplicates per subscription before pushing).
+  void push_counted(frame_ptr f);
+
   /// Queues bytes that are not a frame of the topic (response header, retry, heartbeat): never
   /// deduplicated, not counted against the outbound limit, not counted as frames out.
   void push_control(frame_ptr f);
@@ -41,6 +45,10 @@ class frame_queue {
 
   /// Drops everything queued; answers the counted bytes dropped.
   std::size_t clear() noexcept;
+
+  /// Drops everything except a partly written head (so the stream stays well-framed and a final
+  /// frame can follow); answers the counted bytes dropped.
+  std::size_t drop_unstarted() noexcept;
 
   bool empty() const noexcept { return entries_.empty(); }
   std::size_t size() const noexcept { return entries_.size(); }

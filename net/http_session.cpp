@@ -12,6 +12,7 @@
 #include <chrono>
 
 #include "net/sse_session.hpp"
+#include "net/ws_session.hpp"
 
 namespace relay::net {
 
@@ -226,6 +227,17 @@ void http_session::start_stream(stream_request&& req) {
   stream_.expires_never();
   auto s = std::make_shared<sse_session>(std::move(stream_), std::move(buffer_), std::move(slot_),
                                          state_, std::move(req), std::move(peer_));
+  s->run();
+}
+
+void http_session::start_websocket(ws_request&& req) {
+  if (!busy_ || closed_ || handed_off_) return;
+  if (stopping_) return reply(error_response(errc::unavailable, "server is stopping"));
+  busy_ = false;
+  handed_off_ = true;
+  stream_.expires_never();
+  auto s = std::make_shared<ws_session>(std::move(stream_), std::move(buffer_), std::move(slot_),
+                                        state_, std::move(req), std::move(peer_));
   s->run();
 }
 

@@ -45,6 +45,8 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
   void reply(response&& res);
   /// Session thread: hands the connection over to an SSE session for the current request.
   void start_stream(stream_request&& req);
+  /// Session thread: hands the connection over to a WebSocket session (the upgrade was checked).
+  void start_websocket(ws_request&& req);
 
   /// Any thread: runs reply(make()) on the session's thread. Holds the session strongly until
   /// then. Dropped once the server has halted (its Asio threads no longer run).
@@ -93,7 +95,7 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
   bool busy_ = false;      // a request was read and is not answered yet
   bool stopping_ = false;  // server stop: close after the current answer
   bool closed_ = false;
-  bool handed_off_ = false;  // the socket now belongs to an sse_session
+  bool handed_off_ = false;  // the socket now belongs to an sse_session or a ws_session
 };
 
 }  // namespace relay::net

@@ -20,6 +20,10 @@ void add(std::vector<metric_sample>& out, const char* name, const char* help, co
 void net_counters::append_to(std::vector<metric_sample>& out) const {
   add(out, "relay_connections", "Open client connections.", "gauge", connections);
   add(out, "relay_sse_sessions", "Open SSE streams.", "gauge", sse_sessions);
+  add(out, "relay_ws_sessions", "Open WebSocket connections.", "gauge", ws_sessions);
+  add(out, "relay_ws_messages_in_total", "WebSocket messages received from clients.", "counter",
+      ws_messages_in);
+  add(out, "relay_ws_errors_total", "WebSocket error answers to client ops.", "counter", ws_errors);
   add(out, "relay_http_requests_total", "HTTP requests read.", "counter", http_requests);
   add(out, "relay_slow_consumer_drops_total",
       "Streams closed because their outbound queue exceeded the limit.", "counter",

@@ -13,11 +13,14 @@ namespace relay::net {
 struct net_counters {
   std::atomic<int64_t> connections{0};           // gauge: open client sockets
   std::atomic<int64_t> sse_sessions{0};          // gauge: streams past their response header
+  std::atomic<int64_t> ws_sessions{0};           // gauge: upgraded WebSocket connections
+  std::atomic<uint64_t> ws_messages_in{0};       // client WebSocket messages (data frames)
+  std::atomic<uint64_t> ws_errors{0};            // `error` answers to client ops
   std::atomic<uint64_t> http_requests{0};        // requests read (answered or streamed)
   std::atomic<uint64_t> slow_consumer_drops{0};  // streams closed at the outbound limit
-  std::atomic<uint64_t> frames_out{0};           // SSE event/gap frames written
-  std::atomic<uint64_t> bytes_out{0};            // bytes written to clients (HTTP and SSE)
-  std::atomic<uint64_t> writes{0};               // socket write calls (HTTP and SSE)
+  std::atomic<uint64_t> frames_out{0};  // SSE event/gap frames and WebSocket messages written
+  std::atomic<uint64_t> bytes_out{0};   // bytes written to clients (HTTP and SSE)
+  std::atomic<uint64_t> writes{0};      // socket write calls (HTTP and SSE)
 
   /// Appends one sample per counter (relay_connections, relay_http_requests_total, ...).
   void append_to(std::vector<metric_sample>& out) const;

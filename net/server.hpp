@@ -11,23 +11,28 @@ namespace relay {
 
 class node;
 
-/// Options of the network layer (config keys server.*, auth.*, sse.*, limits.*).
+/// Options of the network layer (config keys server.*, auth.*, sse.*, ws.*, limits.*).
 struct server_settings {
-  std::string host = "127.0.0.1";          // server.host
-  uint16_t port = 8080;                    // server.port (0: ephemeral, see bound_port())
-  unsigned io_threads = 1;                 // server.io_threads
-  std::string jwt_secret;                  // auth.jwt_secret (HS256)
-  int64_t jwt_leeway_s = 0;                // auth.leeway_s
-  std::size_t body_limit = 1 << 20;        // limits.body_bytes (413 past it)
-  std::size_t header_limit = 16 * 1024;    // limits.header_bytes
-  unsigned header_timeout_s = 10;          // limits.header_timeout_s (read deadline of a request)
-  unsigned idle_timeout_s = 60;            // limits.idle_timeout_s (keep-alive idle)
+  std::string host = "127.0.0.1";            // server.host
+  uint16_t port = 8080;                      // server.port (0: ephemeral, see bound_port())
+  unsigned io_threads = 1;                   // server.io_threads
+  std::string jwt_secret;                    // auth.jwt_secret (HS256)
+  int64_t jwt_leeway_s = 0;                  // auth.leeway_s
+  std::size_t body_limit = 1 << 20;          // limits.body_bytes (413 past it)
+  std::size_t header_limit = 16 * 1024;      // limits.header_bytes
+  unsigned header_timeout_s = 10;            // limits.header_timeout_s (read deadline of a request)
+  unsigned idle_timeout_s = 60;              // limits.idle_timeout_s (keep-alive idle)
   std::size_t sse_outbound_limit = 4 << 20;  // sse.outbound_limit_bytes: past it, slow consumer
-  unsigned sse_retry_ms = 2000;            // sse.retry_ms
-  unsigned sse_heartbeat_s = 15;           // sse.heartbeat_s
-  unsigned sse_write_delay_ms = 0;         // sse.write_delay_ms (coalescing; 0 = off)
-  std::size_t max_connections = 100000;    // limits.max_connections (503 past it)
-  std::string public_url;                  // server.public_url, for events_url (empty: relative)
+  unsigned sse_retry_ms = 2000;              // sse.retry_ms
+  unsigned sse_heartbeat_s = 15;             // sse.heartbeat_s
+  unsigned sse_write_delay_ms = 0;           // sse.write_delay_ms (coalescing; 0 = off)
+  std::size_t max_connections = 100000;      // limits.max_connections (503 past it)
+  std::size_t ws_max_message = 64 * 1024;    // ws.max_message_bytes (close 1009 past it)
+  unsigned ws_max_subscriptions = 256;       // ws.max_subscriptions (topics per connection)
+  unsigned ws_heartbeat_ms = 25000;          // ws.heartbeat_ms (ping frames at this interval)
+  unsigned ws_timeout_ms = 60000;            // ws.timeout_ms (a peer silent this long is closed)
+  std::size_t ws_outbound_limit = 4 << 20;   // ws.outbound_limit_bytes: past it, close 4001
+  std::string public_url;                    // server.public_url, for events_url (empty: relative)
 };
 
 class server {

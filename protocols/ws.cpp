@@ -303,7 +303,16 @@ std::string encode_ack_publish(std::string_view ref, uint64_t seq) {
 }
 
 std::string encode_error(std::string_view ref, errc code, std::string_view message) {
+  return encode_topic_error(ref, {}, code, message);
+}
+
+std::string encode_topic_error(std::string_view ref, std::string_view topic, errc code,
+                               std::string_view message) {
   std::string out = open_message("error", ref);
+  if (!topic.empty()) {
+    out.append(R"(,"topic":)");
+    append_json_string(out, topic);
+  }
   out.append(R"(,"code":")");
   out.append(to_string(code));
   out.append(R"(","message":)");

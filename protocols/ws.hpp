@@ -144,6 +144,11 @@ inline std::string encode_error(std::string_view ref, const error& e) {
   return encode_error(ref, e.code, e.message);
 }
 
+/// `{"op":"error","ref":..,"topic":..,"code":..,"message":..}`: an error about one subscription
+/// (its subscribe failed, or the topic ended it); the topic is omitted when empty.
+std::string encode_topic_error(std::string_view ref, std::string_view topic, errc code,
+                               std::string_view message);
+
 /// `{"op":"pong","ref":..}`.
 std::string encode_pong(std::string_view ref);
 

@@ -13,7 +13,8 @@ using namespace std::chrono_literals;
 /// A session stand-in: records what the edge hands it, presence included.
 class room_sink : public sink {
  public:
-  wire_format format() const noexcept override { return wire_format::sse; }
+  explicit room_sink(wire_format f = wire_format::sse) : format_(f) {}
+  wire_format format() const noexcept override { return format_; }
   void on_subscribed(uint64_t, const result<subscribe_ok>& answer) override {
     if (answer)
       ok = *answer;
@@ -40,7 +41,27 @@ class room_sink : public sink {
   std::optional<error> closed;
   std::vector<frame_ptr> frames;
   std::vector<presence_note> presence;
+
+ private:
+  wire_format format_;
 };
+
+/// The JSON text of a server WebSocket frame (asserting it is one whole unmasked text frame).
+std::string ws_payload(const std::string& bytes) {
+  EXPECT_GE(bytes.size(), 2u);
+  if (bytes.size() < 2) return {};
+  EXPECT_EQ(static_cast<unsigned char>(bytes[0]), 0x81u);  // FIN + text
+  std::size_t len = static_cast<unsigned char>(bytes[1]);
+  std::size_t header = 2;
+  EXPECT_EQ(len & 0x80u, 0u);  // server frames are not masked
+  if (len == 126) {
+    len = (std::size_t{static_cast<unsigned char>(bytes[2])} << 8) |
+          static_cast<unsigned char>(bytes[3]);
+    header = 4;
+  }
+  EXPECT_EQ(bytes.size(), header + len);
+  return bytes.substr(header);
+}
 
 node_settings room_settings() {
   auto s = test::small_node();
@@ -75,8 +96,9 @@ class room_test : public test::node_fixture {
   }
 
   std::shared_ptr<room_sink> subscribe(uint64_t after, bool from_now, uint64_t sub_id = 0,
-                                       const std::string& topic = "room:lobby") {
-    auto s = std::make_shared<room_sink>();
+                                       const std::string& topic = "room:lobby",
+                                       wire_format format = wire_format::sse) {
+    auto s = std::make_shared<room_sink>(format);
     caf::anon_send(edge, caf::subscribe_atom::value, sub_id ? sub_id : next_sub++, alice, topic,
                    after, from_now, std::weak_ptr<sink>{s});
     fx.sched.run();
@@ -243,6 +265,53 @@ TEST_F(room_test, a_subscriber_from_now_gets_only_new_messages_and_one_with_afte
   EXPECT_EQ(now->event_seqs(), (std::vector<uint64_t>{4}));
   EXPECT_EQ(after->event_seqs(), (std::vector<uint64_t>{2, 3, 4}));
   EXPECT_EQ(counters.frames_encoded.load(), 1u);  // the live message, encoded once for both
+}
+
+TEST_F(room_test, each_event_is_encoded_once_per_wire_format_and_shared_by_its_sessions) {
+  post("before");
+  auto sse = subscribe(0, true);
+  auto ws1 = subscribe(0, true, 0, "room:lobby", wire_format::ws);
+  auto ws2 = subscribe(0, true, 0, "room:lobby", wire_format::ws);
+  ASSERT_TRUE(sse->ok && ws1->ok && ws2->ok);
+  auto a = post("hello \"you\"");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(counters.frames_encoded.load(), 2u);  // one SSE frame, one WebSocket frame
+  ASSERT_EQ(ws1->frames.size(), 1u);
+  ASSERT_EQ(ws2->frames.size(), 1u);
+  ASSERT_EQ(sse->frames.size(), 1u);
+  EXPECT_EQ(ws1->frames[0], ws2->frames[0]);  // the same shared buffer
+  EXPECT_EQ(sse->frames[0]->bytes.rfind("id: 2\n", 0), 0u) << sse->frames[0]->bytes;
+  const auto json = ws_payload(ws1->frames[0]->bytes);
+  EXPECT_EQ(
+      json.rfind(R"({"op":"event","topic":"room:lobby","seq":2,"type":"message","data":{)", 0), 0u)
+      << json;
+  EXPECT_NE(json.find(R"("text":"hello \"you\"")"), std::string::npos) << json;
+  // A WebSocket replay (and its gap) are WebSocket frames too.
+  auto replay = subscribe(0, false, 0, "room:lobby", wire_format::ws);
+  ASSERT_EQ(replay->event_seqs(), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(replay->frames[1], ws1->frames[0]);  // served from the edge's recent frames
+  EXPECT_NE(ws_payload(replay->frames[0]->bytes).find(R"("text":"before")"), std::string::npos);
+  // Presence carries its WebSocket frame, built once, when WebSocket sessions follow the room.
+  ASSERT_TRUE(join("s1", bob).ok());
+  ASSERT_EQ(ws1->presence.size(), 1u);
+  ASSERT_TRUE(ws1->presence[0].ws_frame);
+  EXPECT_EQ(ws_payload(ws1->presence[0].ws_frame->bytes),
+            R"({"op":"presence","room":"lobby","joined":{"user":"bob","session_id":"s1"}})");
+}
+
+TEST_F(room_test, a_websocket_resume_from_before_the_ring_gets_a_websocket_gap) {
+  ASSERT_EQ(post("a")->seq, 1u);
+  ASSERT_EQ(post("b")->seq, 2u);
+  advance(300s);  // passivated: seq 2 leaves with the ring
+  ASSERT_EQ(post("c")->seq, 3u);
+  auto s = subscribe(1, false, 0, "room:lobby", wire_format::ws);
+  ASSERT_TRUE(s->ok);
+  EXPECT_FALSE(s->ok->recovered);
+  ASSERT_EQ(s->frames.size(), 2u);
+  EXPECT_EQ(s->frames[0]->what, frame::kind::gap);
+  EXPECT_EQ(ws_payload(s->frames[0]->bytes),
+            R"({"op":"gap","topic":"room:lobby","from":2,"to":2})");
+  EXPECT_EQ(s->event_seqs(), (std::vector<uint64_t>{3}));
 }
 
 TEST_F(room_test, a_crashed_room_restarts_with_seq_members_and_dedup_kept) {

@@ -136,6 +136,36 @@ TEST(frame_queue, clear_answers_the_counted_bytes) {
   EXPECT_TRUE(q.empty());
 }
 
+TEST(frame_queue, push_counted_skips_the_seq_check_of_a_single_topic) {
+  frame_queue q{10};
+  q.push_counted(event_frame(3, "run-a "));   // another topic's seq, below our position
+  q.push_counted(event_frame(3, "room-b "));  // the same seq from a third topic
+  std::vector<boost::asio::const_buffer> bufs;
+  q.gather(bufs, 64);
+  EXPECT_EQ(concat(bufs), "run-a room-b ");
+  auto p = q.consume(13);
+  EXPECT_EQ(p.frames, 2u);
+  EXPECT_EQ(p.counted_bytes, 13u);
+}
+
+TEST(frame_queue, drop_unstarted_keeps_a_partly_written_head_so_a_close_frame_can_follow) {
+  frame_queue q;
+  q.push_counted(event_frame(1, "abcdef"));
+  q.push_counted(event_frame(2, "ghij"));
+  q.push_control(control("ping"));
+  q.consume(2);                       // "ab" of the head is on the wire
+  EXPECT_EQ(q.drop_unstarted(), 4u);  // "ghij" (the control bytes were never counted)
+  q.push_control(control("CLOSE"));
+  std::vector<boost::asio::const_buffer> bufs;
+  q.gather(bufs, 64);
+  EXPECT_EQ(concat(bufs), "cdefCLOSE");
+  // With nothing started, everything goes.
+  frame_queue fresh;
+  fresh.push_counted(event_frame(1, "abc"));
+  EXPECT_EQ(fresh.drop_unstarted(), 3u);
+  EXPECT_TRUE(fresh.empty());
+}
+
 TEST(frame_queue, frames_share_their_bytes) {
   frame_queue a, b;
   auto f = event_frame(1, std::string(1000, 'z'));

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <string_view>
+
 #include "net/net_counters.hpp"
 
 namespace relay::net {
@@ -71,17 +74,22 @@ TEST(net_counters, every_counter_is_exported) {
   net_counters c;
   c.writes = 3;
   c.frames_out = 12;
+  c.ws_sessions = 2;
   std::vector<metric_sample> out;
   c.append_to(out);
-  ASSERT_EQ(out.size(), 7u);
-  bool found = false;
-  for (const auto& s : out)
-    if (s.name == "relay_writes_total") {
-      found = true;
-      EXPECT_EQ(s.type, "counter");
-      EXPECT_EQ(s.value, 3.0);
-    }
-  EXPECT_TRUE(found);
+  ASSERT_EQ(out.size(), 10u);
+  auto value_of = [&](std::string_view name, std::string_view type) -> std::optional<double> {
+    for (const auto& s : out)
+      if (s.name == name) {
+        EXPECT_EQ(s.type, type) << name;
+        return s.value;
+      }
+    return std::nullopt;
+  };
+  EXPECT_EQ(value_of("relay_writes_total", "counter"), 3.0);
+  EXPECT_EQ(value_of("relay_ws_sessions", "gauge"), 2.0);
+  EXPECT_EQ(value_of("relay_ws_messages_in_total", "counter"), 0.0);
+  EXPECT_EQ(value_of("relay_ws_errors_total", "counter"), 0.0);
 }
 
 }  // namespace
