@@ -60,6 +60,8 @@ class replay_ring {
   /// Everything owed to a subscriber whose last seen seq is `after` (0: from the beginning).
   replay after(uint64_t after) const {
     replay r;
+    // At or past the end, nothing is owed (and after + 1 below cannot wrap at UINT64_MAX).
+    if (after >= last_seq_) return r;
     uint64_t first = first_seq();
     uint64_t next = after + 1;
     if (next < first) {

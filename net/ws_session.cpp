@@ -238,7 +238,7 @@ void ws_session::op_unsubscribe(ws::unsubscribe&& op, std::string&& ref) {
   send_text(ws::encode_ack_plain(ref));
 }
 
-bool ws_session::room_limit_reached(std::string_view ref) {
+bool ws_session::subscription_limit_reached(std::string_view ref) {
   if (subs_.size() < state_->settings().ws_max_subscriptions) return false;
   send_error(ref,
              error{errc::too_large, "too many subscriptions (at most " +
@@ -251,7 +251,7 @@ void ws_session::op_join(ws::join&& op, std::string&& ref) {
   if (std::find(joined_.begin(), joined_.end(), op.room) != joined_.end())
     return send_error(ref, error{errc::conflict, "already joined " + op.room});
   auto topic = "room:" + op.room;
-  if (!find_topic(topic) && room_limit_reached(ref)) return;
+  if (!find_topic(topic) && subscription_limit_reached(ref)) return;
   auto room = op.room;
   auto after = op.after;
   state_->node().join(
@@ -316,7 +316,7 @@ void ws_session::subscribe_topic(std::string topic, std::optional<uint64_t> afte
                                  sub_kind kind) {
   if (find_topic(topic))
     return send_error(ref, error{errc::conflict, "already subscribed to " + topic});
-  if (room_limit_reached(ref)) {
+  if (subscription_limit_reached(ref)) {
     if (kind == sub_kind::join) leave_room(topic.substr(5));
     return;
   }

@@ -86,7 +86,7 @@ class ws_session : public sink, public stoppable, public std::enable_shared_from
   void subscribe_topic(std::string topic, std::optional<uint64_t> after, std::string ref,
                        sub_kind kind);
   /// True (after answering an error) when the connection follows ws_max_subscriptions topics.
-  bool room_limit_reached(std::string_view ref);
+  bool subscription_limit_reached(std::string_view ref);
   void leave_room(const std::string& room);
   /// Runs `done(result)` on the session's thread for a node answer; holds later ops until then.
   template <class T, class Done>

@@ -74,6 +74,16 @@ TEST(replay_ring, reset_keeps_numbering_and_reports_the_lost_part_as_a_gap) {
   EXPECT_FALSE(ring.after(3).gap);
 }
 
+TEST(replay_ring, a_position_at_or_past_the_end_owes_nothing_even_at_the_largest_seq) {
+  replay_ring ring(4);
+  for (uint64_t s = 1; s <= 6; ++s) ring.push(ev(s));
+  for (uint64_t after : {uint64_t{6}, uint64_t{7}, UINT64_MAX - 1, UINT64_MAX}) {
+    auto r = ring.after(after);
+    EXPECT_FALSE(r.gap) << after;
+    EXPECT_TRUE(r.events.empty()) << after;
+  }
+}
+
 TEST(replay_ring, capacity_one_still_works) {
   replay_ring ring{1};
   ring.push(ev(1));
