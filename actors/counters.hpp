@@ -23,6 +23,14 @@ struct node_counters {
   std::atomic<int64_t> rooms_active{0};      // room actors alive
   std::atomic<uint64_t> room_messages{0};    // messages appended to rooms (dedup hits excluded)
   std::atomic<int64_t> presence_members{0};  // (room, user) pairs with at least one session
+  // storage (all zero with durability none)
+  std::atomic<int64_t> storage_up{1};        // 0 while writes fail
+  std::atomic<int64_t> storage_pending{0};   // events received, not yet committed
+  std::atomic<uint64_t> storage_commits{0};  // transactions committed
+  std::atomic<uint64_t> storage_events_written{0};
+  std::atomic<uint64_t> storage_errors{0};         // failed transactions (retried)
+  std::atomic<uint64_t> storage_commit_us{0};      // sum of commit durations
+  std::atomic<int64_t> storage_last_commit_us{0};  // the latest commit's duration
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);

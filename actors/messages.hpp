@@ -41,6 +41,13 @@
 //   (presence_atom, caller) → std::vector<presence_member>
 //   (check_atom) idle check: passivates after room_idle_s without members and edges
 //
+// storage (one per node, detached; group commit — see storage_actor.hpp):
+//   topic_events                      from a topic: its new events (the message the edges get)
+//   (persist_atom, storage::run_row)  from a run: its row after a state change
+//   (barrier_atom) → bool             answered after everything received before is committed
+//   (load_atom, topic, uint64_t max_events) → stored_tail   commits what is pending, then reads
+//   (flush_atom) (check_atom) (retry_atom) its own timers; (stop_atom) last commit, then quit
+//
 // edge (one per node; encodes once per event and fans out to sessions):
 //   (subscribe_atom, sub_id, caller, topic, after, weak_ptr<sink>)  from node::subscribe
 //   (unsubscribe_atom, sub_id)                                       from node::unsubscribe
@@ -72,6 +79,7 @@
 #include "protocols/error.hpp"
 #include "protocols/event.hpp"
 #include "protocols/run.hpp"
+#include "storage/store.hpp"
 
 namespace relay {
 
@@ -93,6 +101,11 @@ using room_post_atom = caf::atom_constant<caf::atom("room_post")>;
 using room_join_atom = caf::atom_constant<caf::atom("room_join")>;
 using room_leave_atom = caf::atom_constant<caf::atom("room_leave")>;
 using presence_atom = caf::atom_constant<caf::atom("presence")>;
+using persist_atom = caf::atom_constant<caf::atom("persist")>;
+using barrier_atom = caf::atom_constant<caf::atom("barrier")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
 
 /// The error category of relay::errc inside caf::error.
 constexpr caf::atom_value error_category = caf::atom("relay");
@@ -114,6 +127,13 @@ struct replay_reply {
   uint64_t gap_from = 0;
   uint64_t gap_to = 0;
   bool ended = false;  // the topic is terminal: nothing will follow the replay
+  std::vector<event> events;
+};
+
+/// What storage holds of a topic when its actor starts: its last seq and the newest events (at
+/// most a ring's worth), oldest first, so a restarted or re-activated topic continues without gap.
+struct stored_tail {
+  uint64_t last_seq = 0;
   std::vector<event> events;
 };
 
@@ -173,6 +193,10 @@ typename Inspector::result_type inspect(Inspector& f, run_info& x) {
            x.last_seq, x.created_at, x.ended_at);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stored_tail& x) {
+  return f(caf::meta::type_name("relay.stored_tail"), x.last_seq, x.events);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, create_run_reply& x) {
   return f(caf::meta::type_name("relay.create_run_reply"), x.info, x.created);
 }
@@ -203,6 +227,14 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, room_presence& x) {
   return f(caf::meta::type_name("relay.room_presence"), x.topic, x.joined, x.user, x.session_id);
 }
+
+namespace storage {  // found by ADL
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, run_row& x) {
+  return f(caf::meta::type_name("relay.run_row"), x.info, x.input, x.idempotency_key,
+           x.inactivity_s, x.ttl_s);
+}
+}  // namespace storage
 
 // -- errors across actors ------------------------------------------------------------------------
 

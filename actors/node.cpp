@@ -7,12 +7,15 @@
 #include <atomic>
 #include <caf/all.hpp>
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 
 #include "actors/counters.hpp"
 #include "actors/edge.hpp"
 #include "actors/messages.hpp"
 #include "actors/shard.hpp"
+#include "actors/storage_actor.hpp"
+#include "storage/store.hpp"
 
 namespace relay {
 
@@ -38,12 +41,40 @@ class node_config : public caf::actor_system_config {
 
 struct node::impl {
   explicit impl(node_settings s) : settings(std::move(s)), config(settings) {
+    auto db = open_store(settings.storage);  // throws at start-up when it cannot
     system = std::make_unique<caf::actor_system>(config);
-    shard = system->spawn(shard_actor, settings, &counters);
+    storage_link link;
+    if (db) {
+      // Detached: the store's calls block, so the storage actor gets a thread of its own.
+      storage = system->spawn<caf::detached>(storage_actor, db, settings.storage, &counters);
+      link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events};
+    }
+    shard = system->spawn(shard_actor, settings, &counters, link);
     edge = system->spawn(edge_actor, shard, &counters);
-    spdlog::info("node started name={} scheduler_threads={} ring_capacity={}", settings.name,
-                 system->scheduler().num_workers(), settings.ring_capacity);
+    spdlog::info(
+        "node started name={} scheduler_threads={} ring_capacity={} storage={} durability={}",
+        settings.name, system->scheduler().num_workers(), settings.ring_capacity, backend(),
+        to_string(settings.storage.mode));
   }
+
+  /// The configured store, migrated; null with durability none.
+  static std::shared_ptr<storage::store> open_store(const storage_settings& s) {
+    if (s.mode == durability::none) return nullptr;
+    result<std::unique_ptr<storage::store>> db{errc::internal, "unknown storage.backend"};
+    if (s.backend == "sqlite")
+      db = storage::open_sqlite(storage::sqlite_options{s.path});
+    else if (s.backend == "postgres")
+      db = storage::open_postgres(storage::postgres_options{s.postgres});
+    if (!db) throw std::runtime_error("storage " + s.backend + ": " + db.err().message);
+    auto version = (*db)->migrate();
+    if (!version)
+      throw std::runtime_error("storage " + s.backend + " migration: " + version.err().message);
+    spdlog::info("storage open backend={} {} schema_version={}", s.backend,
+                 s.backend == "sqlite" ? "path=" + s.path : std::string{"postgres"}, *version);
+    return std::shared_ptr<storage::store>{std::move(*db)};
+  }
+
+  std::string backend() const { return storage ? settings.storage.backend : "none"; }
 
   /// Sends a request from a short-lived actor and calls `done` with the answer on a CAF thread.
   /// Never blocks the caller (no scoped_actor on a request path: CAF-NOTES "Bridging").
@@ -67,6 +98,7 @@ struct node::impl {
   node_counters counters;
   node_config config;
   std::unique_ptr<caf::actor_system> system;
+  caf::actor storage;  // null with durability none
   caf::actor shard;
   caf::actor edge;
   std::atomic<uint64_t> next_sub{1};
@@ -178,6 +210,28 @@ uint64_t node::next_sub_id() noexcept {
 
 const std::string& node::name() const noexcept { return impl_->settings.name; }
 
+storage_health node::storage() const {
+  auto& c = impl_->counters;
+  storage_health h;
+  h.backend = impl_->backend();
+  h.ok = !impl_->storage || c.storage_up.load(std::memory_order_relaxed) != 0;
+  h.pending_events = static_cast<uint64_t>(
+      std::max<int64_t>(0, c.storage_pending.load(std::memory_order_relaxed)));
+  return h;
+}
+
+std::string_view to_string(durability d) noexcept {
+  switch (d) {
+    case durability::none:
+      return "none";
+    case durability::batched:
+      return "batched";
+    case durability::sync:
+      return "sync";
+  }
+  return "?";
+}
+
 const run_limits& node::limits() const noexcept { return impl_->settings.limits; }
 
 void node::collect_metrics(std::vector<metric_sample>& out) const {
@@ -211,6 +265,20 @@ void node::collect_metrics(std::vector<metric_sample>& out) const {
                  "gauge", get(c.presence_members), ""});
   out.push_back(
       {"relay_passivations_total", "Topic actors passivated", "counter", get(c.passivations), ""});
+  out.push_back({"relay_storage_up", "1 while storage commits succeed (0: failing, retrying)",
+                 "gauge", get(c.storage_up), ""});
+  out.push_back({"relay_storage_pending_events", "Events received by storage, not yet committed",
+                 "gauge", get(c.storage_pending), ""});
+  out.push_back({"relay_storage_commits_total", "Storage transactions committed (group commits)",
+                 "counter", get(c.storage_commits), ""});
+  out.push_back({"relay_storage_events_written_total", "Events written to storage", "counter",
+                 get(c.storage_events_written), ""});
+  out.push_back({"relay_storage_errors_total", "Failed storage transactions (retried)", "counter",
+                 get(c.storage_errors), ""});
+  out.push_back({"relay_storage_commit_seconds_sum", "Time spent in storage commits", "counter",
+                 get(c.storage_commit_us) / 1e6, ""});
+  out.push_back({"relay_storage_last_commit_seconds", "Duration of the latest storage commit",
+                 "gauge", get(c.storage_last_commit_us) / 1e6, ""});
 }
 
 void node::stop() {
@@ -218,9 +286,19 @@ void node::stop() {
   spdlog::info("node stopping name={}", impl_->settings.name);
   caf::anon_send(impl_->edge, stop_atom::value);
   caf::anon_send(impl_->shard, stop_atom::value);
+  if (impl_->storage) {
+    // Storage stops last, after every topic has sent its last events (bounded wait).
+    auto& c = impl_->counters;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while ((c.runs_active.load() > 0 || c.rooms_active.load() > 0) &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    caf::anon_send(impl_->storage, stop_atom::value);
+  }
   impl_->system->await_all_actors_done();
   impl_->edge = nullptr;
   impl_->shard = nullptr;
+  impl_->storage = nullptr;
   impl_->system.reset();
   spdlog::info("node stopped");
 }

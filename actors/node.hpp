@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "actors/frame.hpp"
@@ -20,6 +21,24 @@
 #include "protocols/run.hpp"
 
 namespace relay {
+
+/// How acknowledged events are kept (storage.durability): `none` memory only; `batched` written in
+/// group commits every flush_ms (an ack may precede the commit by up to that window); `sync` the
+/// producer's ack waits for the commit.
+enum class durability : uint8_t { none, batched, sync };
+
+std::string_view to_string(durability d) noexcept;
+
+/// Options of durable storage (storage.* keys).
+struct storage_settings {
+  std::string backend = "sqlite";           // storage.backend: sqlite | postgres
+  std::string path = "data/relay.db";       // storage.path: the SQLite file
+  std::string postgres;                     // storage.postgres: a libpq connection string
+  durability mode = durability::batched;    // storage.durability
+  unsigned flush_ms = 20;                   // storage.flush_ms: group commit window
+  std::size_t flush_events = 512;           // storage.flush_events: ... or this many events
+  std::size_t max_pending_events = 100000;  // storage.max_pending_events: past it, 503
+};
 
 /// Options of the actor layer (config keys in config/relay.conf, see app/config.cpp).
 struct node_settings {
@@ -33,6 +52,14 @@ struct node_settings {
   // rooms.idle_s: a room without members or subscribers passivates after this long.
   unsigned room_idle_s = 300;
   std::size_t room_dedup_window = 10000;  // rooms.dedup_window: (user, client_msg_id) pairs kept
+  storage_settings storage;
+};
+
+/// What /health says about storage.
+struct storage_health {
+  std::string backend;  // "sqlite", "postgres", or "none"
+  bool ok = true;       // false while writes fail (producers may get 503)
+  uint64_t pending_events = 0;
 };
 
 /// Who is calling (from a verified token).
@@ -65,6 +92,8 @@ using callback = std::function<void(result<T>)>;
 
 class node {
  public:
+  /// Opens storage (unless durability is none) and starts the actors. Throws std::runtime_error
+  /// when the store cannot be opened or migrated.
   explicit node(node_settings settings);
   ~node();  // stops if still running
   node(const node&) = delete;
@@ -125,6 +154,9 @@ class node {
   void collect_metrics(std::vector<metric_sample>& out) const;
 
   const std::string& name() const noexcept;
+
+  /// Storage state for /health (cheap: atomics).
+  storage_health storage() const;
 
   /// The bounds and defaults for run requests (runs.* in config); request parsing uses them.
   const run_limits& limits() const noexcept;

@@ -65,11 +65,30 @@ void publish(room_actor_type* self, event e) {
   st.checkpoint->last_seq.store(st.ring.last_seq(), std::memory_order_relaxed);
   node_counters::add(st.counters->events_in);
   node_counters::add(st.counters->room_messages);
-  if (st.edges.empty()) return;
+  if (st.edges.empty() && !st.storage.enabled()) return;
   std::vector<event> batch;
   batch.push_back(std::move(e));
+  // One message shared by the edges and storage (CAF messages are copy-on-write).
   auto msg = caf::make_message(topic_events{st.topic, std::move(batch)});
   for (auto& edge : st.edges) self->send(edge, msg);
+  if (st.storage.enabled()) self->send(st.storage.actor, msg);
+}
+
+/// Fills the ring from what storage holds, so a re-activated or restarted room continues its
+/// numbering and replays without a gap. `resume_seq` (the shard's checkpoint) wins when it is
+/// ahead: then the events in between were never stored and resumers get a gap.
+void restore(room_actor_type* self, stored_tail& tail, uint64_t resume_seq) {
+  auto& st = self->state;
+  if (!tail.events.empty()) {
+    st.ring.reset(tail.events.front().seq - 1);
+    for (auto& e : tail.events)
+      if (e.seq == st.ring.last_seq() + 1) st.ring.push(std::move(e));
+  }
+  const uint64_t last = std::max({tail.last_seq, resume_seq, st.ring.last_seq()});
+  if (last > st.ring.last_seq()) st.ring.reset(last);
+  st.checkpoint->last_seq.store(st.ring.last_seq(), std::memory_order_relaxed);
+  spdlog::debug("room restored id={} last_seq={} ring={}", st.id, st.ring.last_seq(),
+                st.ring.size());
 }
 
 /// Presence is ephemeral and off the message path: a separate message to each edge, no seq.
@@ -101,9 +120,21 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
   st.counters = counters;
   st.dedup_window = spec.dedup_window ? spec.dedup_window : 1;
   st.idle = std::chrono::duration_cast<caf::timespan>(std::chrono::seconds(spec.idle_s));
+  st.storage = spec.storage;
   // Without a durable log the ring starts empty; numbering continues, so resuming clients get a
-  // `gap` instead of a silent loss.
+  // `gap` instead of a silent loss. With one, the ring is reloaded before any other message is
+  // handled (await keeps them in the mailbox).
   if (spec.resume_seq > 0) st.ring.reset(spec.resume_seq);
+  if (st.storage.enabled()) {
+    const auto resume = spec.resume_seq;
+    self->request(st.storage.actor, storage_timeout, load_atom::value, st.topic,
+                  static_cast<uint64_t>(spec.ring_capacity))
+        .await([=](stored_tail& tail) { restore(self, tail, resume); },
+               [=](caf::error& err) {
+                 spdlog::warn("room restore failed id={} error={} (continuing at seq {})",
+                              self->state.id, from_caf_error(err).message, resume);
+               });
+  }
   node_counters::add(counters->rooms_active, 1);
   self->attach_functor([counters] { node_counters::add(counters->rooms_active, -1); });
   self->set_down_handler([=](caf::down_msg& dm) {
@@ -122,6 +153,8 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
         auto& st = self->state;
         if (!in.has_text && in.data.empty())
           return make_error(errc::bad_request, "a message needs text or data");
+        if (st.storage.refuses(*st.counters))
+          return make_error(errc::unavailable, "storage is unavailable; try again");
         touch(self);
         auto& recent = st.checkpoint->recent;
         std::string key;
@@ -140,7 +173,13 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
             recent.order.pop_front();
           }
         }
-        return reply;
+        if (!st.storage.sync()) return reply;
+        // Sync durability: the sender hears back once the message is committed.
+        auto rp = self->make_response_promise<room_post_reply>();
+        self->request(st.storage.actor, storage_timeout, barrier_atom::value)
+            .then([rp, reply](bool) mutable { rp.deliver(reply); },
+                  [rp](caf::error& err) mutable { rp.deliver(err); });
+        return rp;
       },
       [=](caf::subscribe_atom, const caller&, uint64_t after, bool from_now,
           const caf::actor& edge) -> caf::result<replay_reply> {

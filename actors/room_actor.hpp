@@ -12,6 +12,7 @@
 #include "actors/counters.hpp"
 #include "actors/messages.hpp"
 #include "actors/replay_ring.hpp"
+#include "actors/storage_actor.hpp"
 
 namespace relay {
 
@@ -23,6 +24,7 @@ struct room_spec {
   unsigned idle_s = 300;
   std::size_t dedup_window = 10000;
   uint64_t resume_seq = 0;  // > 0: continue numbering after this seq with an empty ring
+  storage_link storage;     // enabled: events are stored, the ring is reloaded at start
 };
 
 struct room_state {
@@ -40,6 +42,7 @@ struct room_state {
   caf::timespan idle{};
   caf::actor_clock::time_point last_activity;
   bool check_pending = false;  // one idle check at a time (CAF 0.17 timers cannot be cancelled)
+  storage_link storage;
 };
 
 using room_actor_type = caf::stateful_actor<room_state>;

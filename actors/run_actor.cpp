@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <caf/all.hpp>
 #include <chrono>
 #include <string>
@@ -26,14 +27,51 @@ void publish(run_actor_type* self, std::vector<event> batch) {
   st.info.last_seq = st.ring.last_seq();
   st.checkpoint->last_seq.store(st.info.last_seq, std::memory_order_relaxed);
   node_counters::add(st.counters->events_in, batch.size());
-  if (st.edges.empty()) return;
-  if (st.edges.size() == 1) {
-    self->send(st.edges.front(), topic_events{st.topic, std::move(batch)});
-    return;
-  }
-  // One message shared by every edge (CAF messages are copy-on-write).
+  if (st.edges.empty() && !st.storage.enabled()) return;
+  // One message shared by every edge and storage (CAF messages are copy-on-write).
   auto msg = caf::make_message(topic_events{st.topic, std::move(batch)});
   for (auto& edge : st.edges) self->send(edge, msg);
+  if (st.storage.enabled()) self->send(st.storage.actor, msg);
+}
+
+/// The run's row as storage keeps it (sent at creation and at the end).
+void persist_row(run_actor_type* self) {
+  auto& st = self->state;
+  if (!st.storage.enabled()) return;
+  storage::run_row row;
+  row.info = st.info;
+  row.input = st.request.input;
+  row.idempotency_key = st.request.idempotency_key;
+  row.inactivity_s = st.request.inactivity_s;
+  row.ttl_s = st.request.ttl_s;
+  self->send(st.storage.actor, persist_atom::value, std::move(row));
+}
+
+/// Sync durability: answers `value` once storage has committed everything sent so far.
+template <class T>
+caf::result<T> after_commit(run_actor_type* self, T value) {
+  auto& st = self->state;
+  if (!st.storage.sync()) return value;
+  auto rp = self->make_response_promise<T>();
+  self->request(st.storage.actor, storage_timeout, barrier_atom::value)
+      .then([rp, value](bool) mutable { rp.deliver(std::move(value)); },
+            [rp](caf::error& err) mutable { rp.deliver(err); });
+  return rp;
+}
+
+/// A restarted run refills its ring from storage, so subscribers carry on without a gap.
+void restore(run_actor_type* self, stored_tail& tail, uint64_t resume_seq) {
+  auto& st = self->state;
+  if (!tail.events.empty()) {
+    st.ring.reset(tail.events.front().seq - 1);
+    for (auto& e : tail.events)
+      if (e.seq == st.ring.last_seq() + 1) st.ring.push(std::move(e));
+  }
+  const uint64_t last = std::max({tail.last_seq, resume_seq, st.ring.last_seq()});
+  if (last > st.ring.last_seq()) st.ring.reset(last);
+  st.info.last_seq = st.ring.last_seq();
+  st.synthetic_emitted = st.info.last_seq;  // a synthetic run emits one delta per seq
+  st.checkpoint->last_seq.store(st.info.last_seq, std::memory_order_relaxed);
 }
 
 event make_event(run_actor_type* self, std::string type, std::string data) {
@@ -51,6 +89,7 @@ void end_run(run_actor_type* self, run_status status, std::string reason, std::s
   std::vector<event> batch;
   batch.push_back(make_event(self, std::move(type), std::move(data)));
   publish(self, std::move(batch));
+  persist_row(self);
   self->send(st.shard, ended_atom::value, st.info);
   self->delayed_send(self, seconds(st.request.ttl_s), passivate_atom::value);
   spdlog::debug("run end id={} status={} reason={} last_seq={}", st.info.id, to_string(status),
@@ -139,6 +178,7 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
   st.checkpoint = std::move(checkpoint);
   st.counters = counters;
   st.synthetic_batch = spec.synthetic_batch ? spec.synthetic_batch : 1;
+  st.storage = spec.storage;
   st.last_activity = self->clock().now();
   node_counters::add(counters->runs_active, 1);
   self->attach_functor([counters] { node_counters::add(counters->runs_active, -1); });
@@ -149,6 +189,19 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
     st.ring.reset(spec.resume_seq);
     st.info.last_seq = spec.resume_seq;
     st.synthetic_emitted = spec.resume_seq;
+    if (st.storage.enabled()) {
+      // With a durable log: refill the ring first (await holds every other message meanwhile).
+      const auto resume = spec.resume_seq;
+      self->request(st.storage.actor, storage_timeout, load_atom::value, st.topic,
+                    static_cast<uint64_t>(spec.ring_capacity))
+          .await([=](stored_tail& tail) { restore(self, tail, resume); },
+                 [=](caf::error& err) {
+                   spdlog::warn("run restore failed id={} error={} (continuing at seq {})",
+                                self->state.info.id, from_caf_error(err).message, resume);
+                 });
+    }
+  } else {
+    persist_row(self);  // a new run: its row is written with its first events
   }
   if (spec.crashed) {
     end_run(
@@ -172,6 +225,8 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
           return make_error(errc::forbidden, "appending events needs the service role");
         if (is_terminal(st.info.status))
           return make_error(errc::conflict, "run is " + std::string{to_string(st.info.status)});
+        if (st.storage.refuses(*st.counters))
+          return make_error(errc::unavailable, "storage is unavailable; try again");
         std::vector<event> batch;
         batch.reserve(in.size());
         auto ts = now_ms();
@@ -179,7 +234,7 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
         for (auto& x : in) batch.push_back(event{++seq, std::move(x.type), std::move(x.data), ts});
         st.last_activity = self->clock().now();
         publish(self, std::move(batch));
-        return st.info.last_seq;
+        return after_commit<uint64_t>(self, st.info.last_seq);
       },
       [=](finish_atom, const caller& who, finish_kind how,
           std::string& data) -> caf::result<run_info> {
@@ -201,7 +256,7 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
                     cancelled_data(who.sub));
             break;
         }
-        return st.info;
+        return after_commit<run_info>(self, st.info);
       },
       [=](caf::subscribe_atom, const caller& who, uint64_t after,
           const caf::actor& edge) -> caf::result<replay_reply> {

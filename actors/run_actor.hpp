@@ -9,6 +9,7 @@
 #include "actors/counters.hpp"
 #include "actors/messages.hpp"
 #include "actors/replay_ring.hpp"
+#include "actors/storage_actor.hpp"
 
 namespace relay {
 
@@ -21,6 +22,7 @@ struct run_spec {
   std::size_t synthetic_batch = 64;
   uint64_t resume_seq = 0;  // > 0: continue numbering after this seq with an empty ring
   bool crashed = false;     // start as failed/crashed and append the `error` event
+  storage_link storage;     // enabled: events and the run's row are stored; a restart reloads
 };
 
 struct run_state {
@@ -39,6 +41,7 @@ struct run_state {
   std::size_t synthetic_batch = 64;
   uint64_t synthetic_emitted = 0;  // deltas emitted so far
   caf::actor_clock::time_point last_activity;
+  storage_link storage;
 };
 
 using run_actor_type = caf::stateful_actor<run_state>;

@@ -112,6 +112,7 @@ void start_room(shard_actor_type* self, const std::string& id, room_record& rec)
   room_spec spec;
   spec.id = id;
   spec.ring_capacity = st.settings.ring_capacity;
+  spec.storage = st.storage;
   spec.idle_s = st.settings.room_idle_s;
   spec.dedup_window = st.settings.room_dedup_window;
   spec.resume_seq = rec.checkpoint->last_seq.load(std::memory_order_relaxed);
@@ -218,9 +219,11 @@ caf::result<T> to_room(shard_actor_type* self, const std::string& id, Ts... xs) 
 
 }  // namespace
 
-caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_counters* counters) {
+caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_counters* counters,
+                          storage_link storage) {
   self->state.settings = std::move(settings);
   self->state.counters = counters;
+  self->state.storage = std::move(storage);
   self->set_down_handler([=](caf::down_msg& dm) { on_down(self, dm); });
 
   return {
@@ -245,6 +248,7 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
         rec.spec.request = std::move(req);
         rec.spec.ring_capacity = st.settings.ring_capacity;
         rec.spec.synthetic_batch = st.settings.synthetic_batch;
+        rec.spec.storage = st.storage;
         rec.checkpoint = std::make_shared<run_checkpoint>();
         auto id = rec.spec.info.id;
         if (!rec.spec.request.idempotency_key.empty())

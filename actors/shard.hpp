@@ -44,11 +44,15 @@ struct shard_state {
   std::map<std::pair<std::string, std::string>, std::string> idempotency;  // (owner, key) → id
   std::unordered_map<std::string, room_record> rooms;
   std::unordered_map<caf::actor_addr, std::string> room_by_addr;
+  storage_link storage;
   bool stopping = false;
 };
 
 using shard_actor_type = caf::stateful_actor<shard_state>;
 
-caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_counters* counters);
+/// `storage`: the node's storage actor and durability (disabled with durability none); runs and
+/// rooms get it in their specs.
+caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_counters* counters,
+                          storage_link storage = {});
 
 }  // namespace relay

@@ -110,6 +110,28 @@ std::optional<std::string> log_level(std::string_view v) {
   return "must be one of trace, debug, info, warn, error";
 }
 
+std::optional<std::string> storage_backend(std::string_view v) {
+  if (v == "sqlite" || v == "postgres") return std::nullopt;
+  return "must be sqlite or postgres";
+}
+
+/// storage.durability: an enum, written as its name.
+option durability_option(std::string_view help) {
+  return {"storage.durability",
+          help,
+          "none|batched|sync",
+          true,
+          [](app_config& c, std::string_view v) -> std::optional<std::string> {
+            for (auto d : {durability::none, durability::batched, durability::sync})
+              if (v == to_string(d)) {
+                c.node.storage.mode = d;
+                return std::nullopt;
+              }
+            return "must be one of none, batched, sync";
+          },
+          [](const app_config& c) { return std::string{to_string(c.node.storage.mode)}; }};
+}
+
 constexpr uint64_t kib = 1024;
 constexpr uint64_t mib = 1024 * kib;
 constexpr uint64_t gib = 1024 * mib;
@@ -201,6 +223,24 @@ const std::vector<option>& options() {
              "A room with no members and no subscribers passivates after this many idle seconds."),
       number("rooms.dedup_window", RELAY_FIELD(node.room_dedup_window), 1, 10'000'000,
              "(user, client_msg_id) pairs a room remembers, so a retried send is not doubled."),
+      // storage
+      text("storage.backend", RELAY_FIELD(node.storage.backend), storage_backend, "sqlite|postgres",
+           "Where events and runs are kept: sqlite (one file) or postgres."),
+      text("storage.path", RELAY_FIELD(node.storage.path), non_empty, "",
+           "The SQLite database file (its directory is created); relative to the working dir."),
+      text(
+          "storage.postgres", RELAY_FIELD(node.storage.postgres),
+          [](std::string_view) { return std::optional<std::string>{}; }, "",
+          "libpq connection string for storage.backend = postgres (e.g. host=... dbname=...)."),
+      durability_option("none: memory only; batched: group commits (acks may precede them by "
+                        "flush_ms); sync: acks wait for the commit."),
+      number("storage.flush_ms", RELAY_FIELD(node.storage.flush_ms), 1, 60'000,
+             "Group commit window: events are written at most this long after they arrive."),
+      number("storage.flush_events", RELAY_FIELD(node.storage.flush_events), 1, 1'000'000,
+             "... or as soon as this many are waiting, whichever comes first."),
+      number("storage.max_pending_events", RELAY_FIELD(node.storage.max_pending_events), 1,
+             100'000'000,
+             "Uncommitted events at most (storage slow or down); past it producers get 503."),
       // supervisor
       number(
           "supervisor.restart_max", RELAY_FIELD(node.restart_max), 0, 1000,
@@ -225,7 +265,7 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 2> bounded_b
 }};
 
 /// One line of text per section in the documented config file.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 10> sections = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 11> sections = {{
     {"server", "Where Relay listens."},
     {"auth", "Bearer JWT (HS256) verification; mint tokens with `relay token`."},
     {"limits", "Bounds on HTTP connections and requests: past them a request is refused."},
@@ -234,6 +274,8 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 10> sections
     {"node", "This process in the actor system."},
     {"runs", "Streamed runs: replay ring, timers, and the bounds of create requests."},
     {"rooms", "Chat rooms: passivation and send deduplication."},
+    {"storage",
+     "Durable storage of runs and events (SQLite by default, PostgreSQL for a cluster)."},
     {"supervisor", "Restart budget of crashed run and room actors (as OTP supervisors have)."},
     {"log", "Logging: one console logger on stderr."},
 }};

@@ -191,12 +191,17 @@ void api::upgrade(const request& req, const session_ptr& s) {
 }
 
 response api::health() const {
+  const auto storage = state_.node().storage();
   boost::json::object body;
-  body["status"] = "ok";
+  body["status"] = storage.ok ? "ok" : "degraded";
   body["node"] = state_.node().name();
   body["uptime_s"] = state_.uptime_s();
-  body["storage"] = "ok";
-  return json_response(http::status::ok, boost::json::serialize(body));
+  body["storage"] = storage.ok ? "ok" : "unavailable";
+  body["storage_backend"] = storage.backend;
+  body["storage_pending_events"] = storage.pending_events;
+  // 503 while storage fails: a load balancer stops sending producers here.
+  return json_response(storage.ok ? http::status::ok : http::status::service_unavailable,
+                       boost::json::serialize(body));
 }
 
 response api::metrics() const {

@@ -15,6 +15,7 @@
 #include "actors/edge.hpp"
 #include "actors/messages.hpp"
 #include "actors/shard.hpp"
+#include "actors/storage_actor.hpp"
 
 namespace relay::test {
 
@@ -32,9 +33,18 @@ inline node_settings small_node() {
 }
 
 class node_fixture : public ::testing::Test {
- protected:
-  explicit node_fixture(node_settings s = small_node()) : settings(std::move(s)) {
-    shard = fx.sys.spawn(shard_actor, settings, &counters);
+ public:  // tests also build nodes of their own (e.g. two over one database)
+  /// With `db`, a storage actor (spawned like any actor here: the coordinator runs it
+  /// deterministically) writes to it with settings.storage's durability and flush bounds.
+  explicit node_fixture(node_settings s = small_node(),
+                        std::shared_ptr<storage::store> db = nullptr)
+      : settings(std::move(s)) {
+    storage_link link;
+    if (db) {
+      storage = fx.sys.spawn(storage_actor, std::move(db), settings.storage, &counters);
+      link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events};
+    }
+    shard = fx.sys.spawn(shard_actor, settings, &counters, link);
     edge = fx.sys.spawn(edge_actor, shard, &counters);
     fx.sched.run();
   }
@@ -43,6 +53,10 @@ class node_fixture : public ::testing::Test {
     caf::anon_send(edge, stop_atom::value);
     caf::anon_send(shard, stop_atom::value);
     fx.sched.run();
+    if (storage) {
+      caf::anon_send(storage, stop_atom::value);
+      fx.sched.run();
+    }
   }
 
   /// Sends a request to the shard, runs the scheduler, and returns the answer (or the error).
@@ -66,6 +80,7 @@ class node_fixture : public ::testing::Test {
   test_coordinator_fixture<test_config> fx;
   node_settings settings;
   node_counters counters;
+  caf::actor storage;  // null without a store
   caf::actor shard;
   caf::actor edge;
   uint64_t next_sub = 1;

@@ -149,6 +149,9 @@ class server_test : public ::testing::Test {
     s.port = 0;        // ephemeral: tests may run in parallel
     s.io_threads = 2;  // sessions spread over two contexts
     s.jwt_secret = secret;
+    // In-process server tests keep events in memory; storage has its own tests (and the Node
+    // integration tests run the binary with its default, SQLite).
+    n.storage.mode = durability::none;
     node_ = std::make_unique<node>(n);
     server_ = std::make_unique<server>(s, *node_);
     server_->start();

@@ -1,0 +1,214 @@
+// The storage actor (see storage_actor.hpp).
+
+#include "actors/storage_actor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <caf/all.hpp>
+#include <chrono>
+
+namespace relay {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr unsigned retry_min_ms = 50;
+constexpr unsigned retry_max_ms = 5000;
+
+void set_pending(storage_actor_type* self) {
+  auto& st = self->state;
+  st.counters->storage_pending.store(static_cast<int64_t>(st.pending.events.size()),
+                                     std::memory_order_relaxed);
+}
+
+/// Schedules a flush: at once when enough is waiting (or a barrier wants it), else after flush_ms.
+/// "At once" is a message to ourselves, so everything already in the mailbox joins the commit.
+void schedule_flush(storage_actor_type* self, bool now) {
+  auto& st = self->state;
+  if (st.retrying) return;  // the retry timer flushes
+  if (now) {
+    if (!st.flush_now) self->send(self, flush_atom::value);
+    st.flush_now = true;
+    return;
+  }
+  if (st.timer_armed) return;
+  st.timer_armed = true;
+  self->delayed_send(self, milliseconds(st.settings.flush_ms), check_atom::value);
+}
+
+/// Writes the rows and events of a refused batch one at a time; what the database still refuses is
+/// logged and dropped (counted in storage_errors). Answers the events written, or `unavailable`
+/// when the database went away meanwhile (then the whole batch is retried later, harmlessly:
+/// writes are idempotent).
+result<uint64_t> salvage(storage_actor_type* self, const error& why) {
+  auto& st = self->state;
+  spdlog::error(
+      "storage refused a batch backend={} events={} runs={} error={}; writing it piecewise",
+      st.db->backend(), st.pending.events.size(), st.pending.runs.size(), why.message);
+  uint64_t written = 0;
+  std::size_t dropped = 0;
+  for (auto& row : st.pending.runs) {
+    auto r = st.db->write(storage::batch{{row}, {}});
+    if (!r && r.err().code == errc::unavailable) return r.err();
+    if (!r) {
+      ++dropped;
+      spdlog::error("storage dropped run row id={} error={}", row.info.id, r.err().message);
+    }
+  }
+  for (auto& e : st.pending.events) {
+    auto r = st.db->write(storage::batch{{}, {e}});
+    if (!r && r.err().code == errc::unavailable) return r.err();
+    if (r) {
+      written += *r;
+    } else {
+      ++dropped;
+      spdlog::error("storage dropped event topic={} seq={} error={}", e.topic, e.e.seq,
+                    r.err().message);
+    }
+  }
+  node_counters::add(st.counters->storage_errors, dropped);
+  return written;
+}
+
+/// Commits everything pending in one transaction, then answers the barriers that were waiting.
+void flush(storage_actor_type* self) {
+  auto& st = self->state;
+  if (st.pending.empty()) {
+    for (auto& rp : st.waiting) rp.deliver(true);
+    st.waiting.clear();
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto written = st.db->write(st.pending);
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  if (!written && written.err().code != errc::unavailable) {
+    // The database refused the batch itself (not a connection problem): retrying it as a whole
+    // would block every later commit. Write its parts one by one and drop only what is refused.
+    written = salvage(self, written.err());
+  }
+  if (!written) {
+    node_counters::add(st.counters->storage_errors);
+    st.counters->storage_up.store(0, std::memory_order_relaxed);
+    ++st.failures;
+    st.backoff_ms = std::clamp(st.backoff_ms * 2, retry_min_ms, retry_max_ms);
+    if (st.failures == 1 || st.failures % 50 == 0)
+      spdlog::warn("storage commit failed backend={} events={} failures={} retry_ms={} error={}",
+                   st.db->backend(), st.pending.events.size(), st.failures, st.backoff_ms,
+                   written.err().message);
+    // Whoever waits for a commit hears now that it did not happen (their producer gets 503);
+    // the events stay pending and are written when the database is back.
+    for (auto& rp : st.waiting) rp.deliver(make_error(errc::unavailable, "storage is unavailable"));
+    st.waiting.clear();
+    st.retrying = true;
+    self->delayed_send(self, milliseconds(st.backoff_ms), retry_atom::value);
+    return;
+  }
+  if (st.failures > 0)
+    spdlog::info("storage recovered backend={} after_failures={} events={}", st.db->backend(),
+                 st.failures, st.pending.events.size());
+  st.failures = 0;
+  st.backoff_ms = 0;
+  st.counters->storage_up.store(1, std::memory_order_relaxed);
+  node_counters::add(st.counters->storage_commits);
+  node_counters::add(st.counters->storage_events_written, *written);
+  node_counters::add(st.counters->storage_commit_us, static_cast<uint64_t>(us));
+  st.counters->storage_last_commit_us.store(us, std::memory_order_relaxed);
+  st.pending.events.clear();
+  st.pending.runs.clear();
+  set_pending(self);
+  for (auto& rp : st.waiting) rp.deliver(true);
+  st.waiting.clear();
+}
+
+void add_events(storage_actor_type* self, const topic_events& msg) {
+  auto& st = self->state;
+  for (const auto& e : msg.events) st.pending.events.push_back(storage::topic_event{msg.topic, e});
+  set_pending(self);
+  schedule_flush(self, st.pending.events.size() >= st.settings.flush_events);
+}
+
+}  // namespace
+
+bool storage_link::refuses(const node_counters& c) const noexcept {
+  if (!actor) return false;
+  if (mode == durability::sync && c.storage_up.load(std::memory_order_relaxed) == 0) return true;
+  return max_pending_events > 0 && c.storage_pending.load(std::memory_order_relaxed) >=
+                                       static_cast<int64_t>(max_pending_events);
+}
+
+caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::store> db,
+                            storage_settings settings, node_counters* counters) {
+  auto& st = self->state;
+  st.db = std::move(db);
+  st.settings = std::move(settings);
+  st.settings.flush_ms = std::max(1u, st.settings.flush_ms);
+  st.settings.flush_events = std::max<std::size_t>(1, st.settings.flush_events);
+  st.counters = counters;
+  return {
+      // Live events of a topic: the message the topic also sends to its edges.
+      [=](const topic_events& msg) { add_events(self, msg); },
+      // A run's row, whenever its state changes (created, ended).
+      [=](persist_atom, const storage::run_row& row) {
+        auto& runs = self->state.pending.runs;
+        // The newest state wins: replace an older row of the same run in this batch.
+        auto it = std::find_if(runs.begin(), runs.end(),
+                               [&](const storage::run_row& r) { return r.info.id == row.info.id; });
+        if (it != runs.end())
+          *it = row;
+        else
+          runs.push_back(row);
+        schedule_flush(self, false);
+      },
+      // Answered once everything received before it is committed (sync durability).
+      [=](barrier_atom) -> caf::result<bool> {
+        auto rp = self->make_response_promise<bool>();
+        self->state.waiting.push_back(rp);
+        schedule_flush(self, true);
+        return rp;
+      },
+      // A topic starting: what storage holds of it. Pending events are committed first, so a
+      // topic restarted right after a crash finds everything it had sent.
+      [=](load_atom, const std::string& topic, uint64_t max_events) -> caf::result<stored_tail> {
+        auto& st = self->state;
+        if (!st.pending.empty()) flush(self);
+        auto last = st.db->last_seq(topic);
+        if (!last) return make_error(errc::unavailable, "storage: " + last.err().message);
+        stored_tail tail;
+        tail.last_seq = *last;
+        if (*last == 0 || max_events == 0) return tail;
+        const uint64_t after = *last > max_events ? *last - max_events : 0;
+        auto events = st.db->events_after(topic, after, static_cast<std::size_t>(max_events));
+        if (!events) return make_error(errc::unavailable, "storage: " + events.err().message);
+        tail.events = std::move(*events);
+        return tail;
+      },
+      [=](flush_atom) {
+        self->state.flush_now = false;
+        flush(self);
+      },
+      [=](check_atom) {  // the flush_ms timer
+        self->state.timer_armed = false;
+        flush(self);
+      },
+      [=](retry_atom) {
+        self->state.retrying = false;
+        flush(self);
+      },
+      // Node shutdown: one last commit (its outcome is logged), then stop.
+      [=](stop_atom) {
+        auto& st = self->state;
+        st.retrying = false;
+        flush(self);
+        if (!st.pending.empty())
+          spdlog::error("storage stopping with {} uncommitted events (the database is down)",
+                        st.pending.events.size());
+        self->quit();
+      },
+  };
+}
+
+}  // namespace relay

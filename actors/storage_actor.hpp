@@ -1,0 +1,63 @@
+#pragma once
+// The storage actor: one per node, the only writer of the durable store (DESIGN "Storage",
+// invariant 6). Topics send it each batch of new events (the same shared message they send to the
+// edges) and their run rows; it groups everything into one transaction per flush — every
+// `flush_ms`, or at once past `flush_events` (group commit) — so a flood costs one transaction per
+// batch, never one per event. Internal to actors/.
+//
+// Durability: with `sync` a topic answers its producer only after a `barrier` request, which the
+// storage actor answers once everything it received before the barrier is committed; concurrent
+// barriers share one commit. A failed commit keeps its events and is retried with backoff
+// (bounded: past max_pending_events topics refuse producers with `unavailable`); `storage_up` in
+// the counters drives /health.
+//
+// The store's calls block: the node spawns this actor detached (its own thread).
+
+#include <caf/stateful_actor.hpp>
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "actors/counters.hpp"
+#include "actors/messages.hpp"
+#include "storage/store.hpp"
+
+namespace relay {
+
+struct storage_actor_state {
+  static inline const char* name = "relay.storage";
+
+  std::shared_ptr<storage::store> db;
+  storage_settings settings;
+  node_counters* counters = nullptr;
+  storage::batch pending;                      // received, not committed
+  std::vector<caf::response_promise> waiting;  // barriers answered by the next commit
+  bool timer_armed = false;                    // a flush_ms timer is pending
+  bool flush_now = false;                      // an immediate flush message is in the mailbox
+  bool retrying = false;                       // the last commit failed; a retry is scheduled
+  unsigned backoff_ms = 0;
+  uint64_t failures = 0;  // consecutive failed commits
+};
+
+using storage_actor_type = caf::stateful_actor<storage_actor_state>;
+
+caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::store> db,
+                            storage_settings settings, node_counters* counters);
+
+/// How long a topic waits for storage (a barrier, a load) before answering `unavailable`.
+constexpr auto storage_timeout = std::chrono::seconds(30);
+
+/// What a topic needs to reach storage: the actor (null with durability none) and the mode.
+struct storage_link {
+  caf::actor actor;
+  durability mode = durability::none;
+  std::size_t max_pending_events = 0;
+
+  bool enabled() const noexcept { return static_cast<bool>(actor); }
+  bool sync() const noexcept { return actor && mode == durability::sync; }
+  /// True when a producer must be refused (`unavailable`) rather than acknowledged: storage is
+  /// down in sync mode, or too much is waiting for it in any mode.
+  bool refuses(const node_counters& c) const noexcept;
+};
+
+}  // namespace relay
