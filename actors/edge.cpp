@@ -107,6 +107,107 @@ void on_sub_error(edge_actor_type* self, const std::string& name, uint64_t sub_i
   release_topic(self, name);
 }
 
+void request_fill(edge_actor_type* self, const std::string& name, uint64_t sub_id, uint64_t after);
+
+/// Hands `events` (seq order) to the sub's sink as frames, skipping what it has; answers whether
+/// a terminal event was among them.
+bool deliver(edge_actor_type* self, topic_entry& tp, subscription& sub, const std::string& name,
+             std::vector<event>& events, const std::shared_ptr<sink>& out) {
+  auto& frames = self->state.scratch[index(sub.format)];
+  frames.clear();
+  bool terminal = false;
+  std::size_t n = 0;
+  for (auto& e : events) {
+    if (e.seq <= sub.sent_seq) continue;
+    auto f = cached_frame(tp, e, sub.format);
+    if (!f) f = encode_frame(e, sub.format, terminal_type(name, e.type), name);
+    terminal = terminal || f->terminal;
+    sub.sent_seq = e.seq;
+    frames.push_back(std::move(f));
+    ++n;
+  }
+  if (!frames.empty()) out->on_frames(sub.id, frames.data(), frames.size());
+  frames.clear();
+  node_counters::add(self->state.counters->events_out, n);
+  return terminal;
+}
+
+void deliver_gap(subscription& sub, const std::string& name, uint64_t from, uint64_t to,
+                 const std::shared_ptr<sink>& out) {
+  if (to < from || to <= sub.sent_seq) return;
+  auto f = encode_gap(std::max(from, sub.sent_seq + 1), to, sub.format, name);
+  out->on_frames(sub.id, &f, 1);
+  sub.sent_seq = to;
+}
+
+/// A chunk of stored events for a sub whose position is older than the topic's ring. The first
+/// chunk decides the ack: recovered unless storage lacks the first events asked for (retention).
+/// When the gap is covered, the held ring part follows and the sub asks the topic again from its
+/// new position, which catches the live events that passed while it was filling.
+void on_fill(edge_actor_type* self, const std::string& name, uint64_t sub_id,
+             std::vector<event>& events) {
+  auto& st = self->state;
+  auto t = st.topics.find(name);
+  if (t == st.topics.end()) return;
+  auto& tp = t->second;
+  auto sub = find_sub(tp, sub_id);
+  if (!sub || !sub->filling) return;
+  auto out = sub->out.lock();
+  if (!out) {
+    remove_sub(self, tp, sub_id);
+    release_topic(self, name);
+    return;
+  }
+  const uint64_t from = sub->sent_seq + 1;
+  // Storage holds contiguous seqs from its oldest retained one: what precedes the first
+  // returned event (or everything, when none came back) is gone.
+  const uint64_t first = events.empty() ? sub->fill_to + 1 : events.front().seq;
+  if (!sub->acked) {
+    const bool recovered = first <= from;
+    if (!recovered) node_counters::add(st.counters->gaps);
+    out->on_subscribed(sub_id, subscribe_ok{sub->fill_last_seq, recovered});
+    sub->acked = true;
+    node_counters::add(st.counters->subscriptions, 1);
+  }
+  if (first > from) deliver_gap(*sub, name, from, std::min(first - 1, sub->fill_to), out);
+  std::vector<event> part;
+  for (auto& e : events)
+    if (e.seq <= sub->fill_to) part.push_back(std::move(e));
+  bool terminal = deliver(self, tp, *sub, name, part, out);
+  if (!terminal && sub->sent_seq < sub->fill_to && events.size() >= fill_chunk) {
+    request_fill(self, name, sub_id, sub->sent_seq);
+    return;
+  }
+  // The gap is covered (or storage has no more of it: reported as a gap), then the ring part.
+  if (!terminal && sub->sent_seq < sub->fill_to) {
+    if (first <= from) node_counters::add(st.counters->gaps);  // not counted at the ack
+    deliver_gap(*sub, name, sub->sent_seq + 1, sub->fill_to, out);
+  }
+  sub->filling = false;
+  if (!terminal) terminal = deliver(self, tp, *sub, name, sub->held, out);
+  sub->held.clear();
+  sub->held.shrink_to_fit();
+  if (terminal || sub->fill_ended) {
+    if (!terminal) out->on_closed(sub_id, error{errc::not_found, "the run has ended"});
+    remove_sub(self, tp, sub_id);
+    release_topic(self, name);
+    return;
+  }
+  request_subscribe(self, name, sub_id, sub->who, sub->sent_seq);
+}
+
+void request_fill(edge_actor_type* self, const std::string& name, uint64_t sub_id, uint64_t after) {
+  self->request(self->state.storage, subscribe_timeout, fill_atom::value, name, after, fill_chunk)
+      .then([=](std::vector<event>& events) { on_fill(self, name, sub_id, events); },
+            [=](caf::error& err) {
+              // Storage cannot help now: what it would have filled is reported as a gap.
+              spdlog::warn("replay from storage failed topic={} error={}", name,
+                           from_caf_error(err).message);
+              std::vector<event> none;
+              on_fill(self, name, sub_id, none);
+            });
+}
+
 /// The topic answered a subscribe: hand the replay to the session, then it is live.
 void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, replay_reply& r) {
   auto& st = self->state;
@@ -133,6 +234,19 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, 
   if (!out) {
     remove_sub(self, tp, sub_id);
     release_topic(self, name);
+    return;
+  }
+  if (r.gap && st.storage && r.gap_to > sub->sent_seq) {
+    // Older than the ring: storage fills the gap first (see on_fill).
+    sub->filling = true;
+    sub->fill_to = r.gap_to;
+    sub->fill_last_seq = r.last_seq;
+    sub->fill_ended = r.ended;
+    sub->held = std::move(r.events);
+    sub->retries = 0;
+    // The topic counted a gap; on_fill counts one again only if storage cannot cover it.
+    st.counters->gaps.fetch_sub(1, std::memory_order_relaxed);
+    request_fill(self, name, sub_id, sub->sent_seq);
     return;
   }
   if (!sub->acked) {
@@ -381,8 +495,10 @@ frame_ptr encode_gap(uint64_t from, uint64_t to, wire_format format, std::string
   return f;
 }
 
-caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters* counters) {
+caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters* counters,
+                         caf::actor storage) {
   self->state.shard = std::move(shard);
+  self->state.storage = std::move(storage);
   self->state.counters = counters;
   self->set_down_handler([=](caf::down_msg& dm) { on_topic_down(self, dm); });
   return {

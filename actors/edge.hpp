@@ -31,6 +31,13 @@ struct edge_state {
     bool acked = false;     // on_subscribed was called (only once, even across topic restarts)
     unsigned retries = 0;   // re-subscribe attempts after the topic went down
     bool from_now = false;  // until the first replay: start at the topic's current last seq
+    // Replay beyond the ring: while `filling`, older events come from storage in chunks; the
+    // ring part of the topic's reply waits in `held`, and live events are caught up afterwards.
+    bool filling = false;
+    uint64_t fill_to = 0;        // the last seq storage is asked for (the gap's end)
+    uint64_t fill_last_seq = 0;  // the topic's last seq at the reply (for the ack)
+    bool fill_ended = false;     // the topic had ended at the reply
+    std::vector<event> held;
   };
 
   /// The subscriptions of one topic on this node, and the last frames encoded for it, so that
@@ -43,6 +50,7 @@ struct edge_state {
   };
 
   caf::actor shard;
+  caf::actor storage;  // null without durable storage: a position older than a ring is a gap
   node_counters* counters = nullptr;
   std::unordered_map<std::string, topic> topics;
   std::unordered_map<uint64_t, std::string> topic_of;  // sub id → topic name
@@ -56,7 +64,12 @@ using edge_actor_type = caf::stateful_actor<edge_state>;
 /// Frames kept per topic for replays (a few seconds of a fast stream).
 constexpr std::size_t recent_frames = 1024;
 
-caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters* counters);
+/// Events asked from storage at once when a replay reaches beyond a topic's ring.
+constexpr uint64_t fill_chunk = 1000;
+
+/// `storage`: the node's storage actor, or null (then resumes older than a ring get a gap).
+caf::behavior edge_actor(edge_actor_type* self, caf::actor shard, node_counters* counters,
+                         caf::actor storage);
 
 /// Encodes an event of `topic` ("run:<id>" / "room:<id>") for a wire format.
 frame_ptr encode_frame(const event& e, wire_format format, bool terminal, std::string_view topic);

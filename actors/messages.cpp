@@ -69,6 +69,7 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<replay_reply>("relay.replay_reply");
   cfg.add_message_type<storage::run_row>("relay.run_row");
   cfg.add_message_type<stored_tail>("relay.stored_tail");
+  cfg.add_message_type<std::vector<storage::run_row>>("relay.run_row_list");
   cfg.add_message_type<finish_kind>("relay.finish_kind");
   cfg.add_message_type<room_message_input>("relay.room_message_input");
   cfg.add_message_type<room_post_reply>("relay.room_post_reply");

@@ -46,6 +46,10 @@
 //   (persist_atom, storage::run_row)  from a run: its row after a state change
 //   (barrier_atom) → bool             answered after everything received before is committed
 //   (load_atom, topic, uint64_t max_events) → stored_tail   commits what is pending, then reads
+//   (load_run_atom, id) → storage::run_row                  not_found when unknown
+//   (running_atom) → std::vector<storage::run_row>          runs left running (recovery at start)
+//   (history_atom, topic, uint64_t before_seq, uint64_t limit) → std::vector<event>  (a page)
+//   (fill_atom, topic, uint64_t after, uint64_t limit) → std::vector<event>  (replay beyond a ring)
 //   (flush_atom) (check_atom) (retry_atom) its own timers; (stop_atom) last commit, then quit
 //
 // edge (one per node; encodes once per event and fans out to sessions):
@@ -106,6 +110,10 @@ using barrier_atom = caf::atom_constant<caf::atom("barrier")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using load_atom = caf::atom_constant<caf::atom("load")>;
+using load_run_atom = caf::atom_constant<caf::atom("load_run")>;
+using running_atom = caf::atom_constant<caf::atom("running")>;
+using history_atom = caf::atom_constant<caf::atom("history")>;
+using fill_atom = caf::atom_constant<caf::atom("fill")>;
 
 /// The error category of relay::errc inside caf::error.
 constexpr caf::atom_value error_category = caf::atom("relay");

@@ -15,6 +15,7 @@
 #include "actors/messages.hpp"
 #include "actors/shard.hpp"
 #include "actors/storage_actor.hpp"
+#include "protocols/room.hpp"
 #include "storage/store.hpp"
 
 namespace relay {
@@ -50,7 +51,7 @@ struct node::impl {
       link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events};
     }
     shard = system->spawn(shard_actor, settings, &counters, link);
-    edge = system->spawn(edge_actor, shard, &counters);
+    edge = system->spawn(edge_actor, shard, &counters, storage);
     spdlog::info(
         "node started name={} scheduler_threads={} ring_capacity={} storage={} durability={}",
         settings.name, system->scheduler().num_workers(), settings.ring_capacity, backend(),
@@ -188,6 +189,20 @@ void node::leave(const caller& who, std::string room, std::string session_id,
                                          session_id = std::move(session_id)](auto* self) mutable {
     return self->request(shard, request_timeout, room_leave_atom::value, std::move(room), who,
                          std::move(session_id));
+  });
+}
+
+void node::room_history(const caller&, std::string room, uint64_t before_seq, uint32_t limit,
+                        callback<std::vector<event>> done) {
+  if (!valid_room_id(room))
+    return done(result<std::vector<event>>{errc::bad_request, "invalid room id"});
+  auto storage = impl_->storage;
+  if (!storage)
+    return done(result<std::vector<event>>{
+        errc::not_found, "room history needs durable storage (storage.durability is none)"});
+  impl_->ask<std::vector<event>>(std::move(done), [=, topic = "room:" + room](auto* self) mutable {
+    return self->request(storage, request_timeout, history_atom::value, std::move(topic),
+                         before_seq, static_cast<uint64_t>(limit));
   });
 }
 

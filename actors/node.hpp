@@ -15,6 +15,7 @@
 
 #include "actors/frame.hpp"
 #include "protocols/error.hpp"
+#include "protocols/event.hpp"
 #include "protocols/jwt.hpp"
 #include "protocols/metrics.hpp"
 #include "protocols/room.hpp"
@@ -145,6 +146,12 @@ class node {
   /// Removes a session; `left` is announced when it was the user's last one. Answers the user's
   /// remaining session count (leaving a room one never joined answers 0, not an error).
   void leave(const caller& who, std::string room, std::string session_id, callback<uint32_t> done);
+
+  /// A page of the room's history from storage: the newest `limit` messages with seq <
+  /// `before_seq` (0: the newest), oldest first. Errors: bad_request (room id), not_found (storage
+  /// is off: durability none), unavailable (storage down).
+  void room_history(const caller& who, std::string room, uint64_t before_seq, uint32_t limit,
+                    callback<std::vector<event>> done);
 
   /// The room's members, sorted by user.
   void room_presence(const caller& who, std::string room,

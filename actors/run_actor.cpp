@@ -189,24 +189,26 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
     st.ring.reset(spec.resume_seq);
     st.info.last_seq = spec.resume_seq;
     st.synthetic_emitted = spec.resume_seq;
-    if (st.storage.enabled()) {
-      // With a durable log: refill the ring first (await holds every other message meanwhile).
-      const auto resume = spec.resume_seq;
-      self->request(st.storage.actor, storage_timeout, load_atom::value, st.topic,
-                    static_cast<uint64_t>(spec.ring_capacity))
-          .await([=](stored_tail& tail) { restore(self, tail, resume); },
-                 [=](caf::error& err) {
-                   spdlog::warn("run restore failed id={} error={} (continuing at seq {})",
-                                self->state.info.id, from_caf_error(err).message, resume);
-                 });
-    }
-  } else {
-    persist_row(self);  // a new run: its row is written with its first events
   }
+  if ((spec.resume_seq > 0 || spec.from_storage) && st.storage.enabled()) {
+    // With a durable log: refill the ring first (await holds every other message meanwhile).
+    const auto resume = spec.resume_seq;
+    self->request(st.storage.actor, storage_timeout, load_atom::value, st.topic,
+                  static_cast<uint64_t>(spec.ring_capacity))
+        .await([=](stored_tail& tail) { restore(self, tail, resume); },
+               [=](caf::error& err) {
+                 spdlog::warn("run restore failed id={} error={} (continuing at seq {})",
+                              self->state.info.id, from_caf_error(err).message, resume);
+               });
+  }
+  if (spec.resume_seq == 0 && !spec.from_storage) persist_row(self);  // a new run
   if (spec.crashed) {
     end_run(
         self, run_status::failed, "crashed", "error",
         R"({"code":"crashed","message":"the run crashed more often than its restart budget allows"})");
+  } else if (is_terminal(st.info.status)) {
+    // A finished run taken over from storage: replayable for its TTL, then passivated again.
+    self->delayed_send(self, seconds(st.request.ttl_s), passivate_atom::value);
   } else {
     arm_check(self, std::chrono::duration_cast<caf::timespan>(seconds(st.request.inactivity_s)));
     if (st.info.kind == run_kind::synthetic) self->send(self, emit_atom::value);

@@ -20,9 +20,10 @@ struct run_spec {
   create_run_request request;  // input, synthetic parameters, inactivity_s, ttl_s, key
   std::size_t ring_capacity = 2000;
   std::size_t synthetic_batch = 64;
-  uint64_t resume_seq = 0;  // > 0: continue numbering after this seq with an empty ring
-  bool crashed = false;     // start as failed/crashed and append the `error` event
-  storage_link storage;     // enabled: events and the run's row are stored; a restart reloads
+  uint64_t resume_seq = 0;    // > 0: continue numbering after this seq with an empty ring
+  bool crashed = false;       // start as failed/crashed and append the `error` event
+  storage_link storage;       // enabled: events and the run's row are stored; a restart reloads
+  bool from_storage = false;  // taken over from storage: reload the ring, keep the stored status
 };
 
 struct run_state {

@@ -105,6 +105,99 @@ record* find(shard_actor_type* self, const std::string& id) {
 
 caf::error no_such_run() { return make_error(errc::not_found, "no such run"); }
 
+/// The create request of a stored run (a synthetic run's parameters are parsed from its input).
+create_run_request stored_request(const shard_state& st, const storage::run_row& row) {
+  create_run_request req;
+  if (row.info.kind == run_kind::synthetic) {
+    auto parsed =
+        parse_create_run(R"({"kind":"synthetic","input":)" + row.input + "}", st.settings.limits);
+    if (parsed)
+      req = std::move(*parsed);
+    else
+      spdlog::warn("run restore id={}: stored input no longer parses ({}); defaults used",
+                   row.info.id, parsed.err().message);
+  }
+  req.kind = row.info.kind;
+  req.input = row.input;
+  req.idempotency_key = row.idempotency_key;
+  req.owner = row.info.owner;
+  req.inactivity_s = row.inactivity_s;
+  req.ttl_s = row.ttl_s;
+  return req;
+}
+
+/// Takes over a run that storage knows and this shard does not (after a restart of the process,
+/// or after its actor passivated): its actor starts again from the stored row and reloads its
+/// ring and seq from storage. A running one gets its inactivity timer again; a synthetic one
+/// continues emitting; a finished one stays replayable for its TTL.
+record& adopt(shard_actor_type* self, storage::run_row row) {
+  auto& st = self->state;
+  record rec;
+  rec.spec.request = stored_request(st, row);
+  rec.spec.info = std::move(row.info);
+  rec.spec.ring_capacity = st.settings.ring_capacity;
+  rec.spec.synthetic_batch = st.settings.synthetic_batch;
+  rec.spec.storage = st.storage;
+  rec.spec.from_storage = true;
+  rec.checkpoint = std::make_shared<run_checkpoint>();
+  rec.checkpoint->last_seq.store(rec.spec.info.last_seq, std::memory_order_relaxed);
+  auto id = rec.spec.info.id;
+  if (!is_terminal(rec.spec.info.status) && !rec.spec.request.idempotency_key.empty())
+    st.idempotency[{rec.spec.info.owner, rec.spec.request.idempotency_key}] = id;
+  auto& stored = st.runs.emplace(id, std::move(rec)).first->second;
+  start_run(self, stored);
+  spdlog::debug("run adopted from storage id={} status={}", id, to_string(stored.spec.info.status));
+  return stored;
+}
+
+/// Sends `xs` to run `id` on behalf of the current request (delegated: the run answers the
+/// requester). A run this shard does not know is looked up in storage first.
+template <class... Ts>
+caf::response_promise to_run(shard_actor_type* self, const std::string& id, Ts... xs) {
+  auto rp = self->make_response_promise();
+  if (auto rec = find(self, id)) {
+    rp.delegate(rec->handle, std::move(xs)...);
+    return rp;
+  }
+  auto& st = self->state;
+  if (!st.storage.enabled() || !valid_run_id(id)) {
+    rp.deliver(no_such_run());
+    return rp;
+  }
+  self->request(st.storage.actor, storage_timeout, load_run_atom::value, id)
+      .then(
+          [=](storage::run_row& row) mutable {
+            auto rec = find(self, id);  // another request may have adopted it meanwhile
+            if (!rec) rec = &adopt(self, std::move(row));
+            rp.delegate(rec->handle, xs...);
+          },
+          [=](caf::error& err) mutable {
+            auto e = from_caf_error(err);
+            rp.deliver(e.code == errc::not_found ? no_such_run() : make_error(e.code, e.message));
+          });
+  return rp;
+}
+
+/// At start: runs that were running when the process ended are taken over again.
+void recover_orphans(shard_actor_type* self) {
+  auto& st = self->state;
+  if (!st.storage.enabled()) return;
+  self->request(st.storage.actor, storage_timeout, running_atom::value)
+      .then(
+          [=](std::vector<storage::run_row>& rows) {
+            std::size_t adopted = 0;
+            for (auto& row : rows)
+              if (!find(self, row.info.id)) {
+                adopt(self, std::move(row));
+                ++adopted;
+              }
+            if (adopted > 0) spdlog::info("recovered {} runs left running", adopted);
+          },
+          [=](caf::error& err) {
+            spdlog::error("run recovery failed: {}", from_caf_error(err).message);
+          });
+}
+
 // -- rooms ------------------------------------------------------------------------------------
 
 void start_room(shard_actor_type* self, const std::string& id, room_record& rec) {
@@ -224,6 +317,7 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
   self->state.settings = std::move(settings);
   self->state.counters = counters;
   self->state.storage = std::move(storage);
+  recover_orphans(self);
   self->set_down_handler([=](caf::down_msg& dm) { on_down(self, dm); });
 
   return {
@@ -261,11 +355,7 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
         return create_run_reply{current_info(stored), true};
       },
       [=](caf::get_atom, const std::string& id, const caller& who) -> caf::result<run_info> {
-        auto rec = find(self, id);
-        if (!rec) return no_such_run();
-        auto rp = self->make_response_promise();
-        rp.delegate(rec->handle, caf::get_atom::value, who);
-        return rp;
+        return to_run(self, id, caf::get_atom::value, who);
       },
       [=](list_atom, const caller& who, bool active_only) -> std::vector<run_info> {
         std::vector<run_info> out;
@@ -283,27 +373,15 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
       },
       [=](append_atom, const std::string& id, const caller& who,
           std::vector<event_input>& events) -> caf::result<uint64_t> {
-        auto rec = find(self, id);
-        if (!rec) return no_such_run();
-        auto rp = self->make_response_promise();
-        rp.delegate(rec->handle, append_atom::value, who, std::move(events));
-        return rp;
+        return to_run(self, id, append_atom::value, who, std::move(events));
       },
       [=](finish_atom, const std::string& id, const caller& who, finish_kind how,
           std::string& data) -> caf::result<run_info> {
-        auto rec = find(self, id);
-        if (!rec) return no_such_run();
-        auto rp = self->make_response_promise();
-        rp.delegate(rec->handle, finish_atom::value, who, how, std::move(data));
-        return rp;
+        return to_run(self, id, finish_atom::value, who, how, std::move(data));
       },
       [=](caf::subscribe_atom, const std::string& id, const caller& who, uint64_t after,
           const caf::actor& edge) -> caf::result<replay_reply> {
-        auto rec = find(self, id);
-        if (!rec) return no_such_run();
-        auto rp = self->make_response_promise();
-        rp.delegate(rec->handle, caf::subscribe_atom::value, who, after, edge);
-        return rp;
+        return to_run(self, id, caf::subscribe_atom::value, who, after, edge);
       },
       [=](room_post_atom, const std::string& room, const caller& who,
           room_message_input& msg) -> caf::result<room_post_reply> {

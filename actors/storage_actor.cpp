@@ -186,6 +186,36 @@ caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::s
         tail.events = std::move(*events);
         return tail;
       },
+      [=](load_run_atom, const std::string& id) -> caf::result<storage::run_row> {
+        auto& st = self->state;
+        if (!st.pending.runs.empty()) flush(self);
+        auto row = st.db->load_run(id);
+        if (!row) return make_error(row.err().code, row.err().message);
+        return std::move(*row);
+      },
+      [=](running_atom) -> caf::result<std::vector<storage::run_row>> {
+        auto rows = self->state.db->running_runs();
+        if (!rows) return make_error(errc::unavailable, "storage: " + rows.err().message);
+        return std::move(*rows);
+      },
+      // Reads of events: what is pending is committed first, so a read sees every event that was
+      // acknowledged before it.
+      [=](history_atom, const std::string& topic, uint64_t before_seq,
+          uint64_t limit) -> caf::result<std::vector<event>> {
+        auto& st = self->state;
+        if (!st.pending.events.empty()) flush(self);
+        auto page = st.db->events_before(topic, before_seq, static_cast<std::size_t>(limit));
+        if (!page) return make_error(errc::unavailable, "storage: " + page.err().message);
+        return std::move(*page);
+      },
+      [=](fill_atom, const std::string& topic, uint64_t after,
+          uint64_t limit) -> caf::result<std::vector<event>> {
+        auto& st = self->state;
+        if (!st.pending.events.empty()) flush(self);
+        auto events = st.db->events_after(topic, after, static_cast<std::size_t>(limit));
+        if (!events) return make_error(errc::unavailable, "storage: " + events.err().message);
+        return std::move(*events);
+      },
       [=](flush_atom) {
         self->state.flush_now = false;
         flush(self);

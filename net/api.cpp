@@ -122,8 +122,7 @@ void api::handle(request&& req, const session_ptr& s) {
     case endpoint::room_presence:
       return presence(*who, std::move(r->id), s);
     case endpoint::room_history:
-      // Pages of history are read from the durable log, which the storage issue adds.
-      return s->reply(error_response(errc::not_found, "room history needs durable storage"));
+      return history(req, *who, std::move(r->id), s);
     case endpoint::health:
     case endpoint::metrics:
     case endpoint::websocket:
@@ -302,6 +301,38 @@ void api::post_message(const request& req, const caller& who, std::string room,
                                body += std::to_string(r.seq);
                                body += '}';
                                return json_response(http::status::accepted, std::move(body));
+                             }));
+}
+
+void api::history(const request& req, const caller& who, std::string room, const session_ptr& s) {
+  uint64_t before_seq = 0;
+  uint32_t limit = default_history_limit;
+  if (auto b = query_param(req.target(), "before_seq")) {
+    auto pos = parse_position(*b);
+    if (!pos) return s->reply(error_response(errc::bad_request, "before_seq must be a seq"));
+    before_seq = *pos;
+  }
+  if (auto l = query_param(req.target(), "limit")) {
+    auto n = parse_position(*l);
+    if (!n || *n == 0)
+      return s->reply(error_response(errc::bad_request, "limit must be 1 or more"));
+    limit = static_cast<uint32_t>(std::min<uint64_t>(*n, max_history_limit));
+  }
+  state_.node().room_history(who, std::move(room), before_seq, limit,
+                             answer_on<std::vector<event>>(s, [limit](std::vector<event> page) {
+                               // {"messages":[event...],"before_seq":N|null}: before_seq asks for
+                               // the page before this one; null when this page reached the start.
+                               std::string body = R"({"messages":[)";
+                               for (std::size_t i = 0; i < page.size(); ++i) {
+                                 if (i > 0) body += ',';
+                                 append_event_json(body, page[i]);
+                               }
+                               body += R"(],"before_seq":)";
+                               const bool more =
+                                   page.size() == limit && !page.empty() && page.front().seq > 1;
+                               body += more ? std::to_string(page.front().seq) : "null";
+                               body += '}';
+                               return json_response(http::status::ok, std::move(body));
                              }));
 }
 

@@ -33,6 +33,10 @@ struct ws_request {
   std::string accept_key;    // Sec-WebSocket-Accept for the 101 answer
 };
 
+/// Room history pages: messages per page unless `limit` says otherwise, and at most.
+constexpr uint32_t default_history_limit = 50;
+constexpr uint32_t max_history_limit = 500;
+
 class api {
  public:
   explicit api(server_state& state) noexcept : state_(state) {}
@@ -67,6 +71,9 @@ class api {
                     const std::shared_ptr<http_session>& s);
   /// GET /v1/ws: checks the upgrade headers (RFC 6455 4.2.1) and hands the connection over.
   void upgrade(const request& req, const std::shared_ptr<http_session>& s);
+  /// GET /v1/rooms/{room}/messages?before_seq=&limit= (limit: default 50, at most 500).
+  void history(const request& req, const caller& who, std::string room,
+               const std::shared_ptr<http_session>& s);
   void presence(const caller& who, std::string room, const std::shared_ptr<http_session>& s);
 
   server_state& state_;

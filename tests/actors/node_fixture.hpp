@@ -45,7 +45,7 @@ class node_fixture : public ::testing::Test {
       link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events};
     }
     shard = fx.sys.spawn(shard_actor, settings, &counters, link);
-    edge = fx.sys.spawn(edge_actor, shard, &counters);
+    edge = fx.sys.spawn(edge_actor, shard, &counters, storage);
     fx.sched.run();
   }
 

@@ -291,6 +291,84 @@ TEST(storage_restart, a_crashed_run_restarts_from_storage_and_a_resumer_sees_no_
   EXPECT_EQ(resumed->seqs, iota(2, 4));
 }
 
+TEST_F(batched_node, a_resume_older_than_the_ring_is_filled_from_storage_without_a_gap) {
+  auto run = create_external();
+  ASSERT_TRUE(run.ok());
+  const auto& id = run->info.id;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(append(id, 50).ok());  // 250 events, ring of 100
+  const auto gaps = counters.gaps.load();
+  auto s = subscribe("run:" + id, 10, worker);
+  ASSERT_TRUE(s->ok);
+  EXPECT_TRUE(s->ok->recovered);
+  EXPECT_EQ(s->ok->last_seq, 250u);
+  EXPECT_EQ(s->gaps, 0);
+  EXPECT_EQ(s->seqs, iota(11, 250));
+  EXPECT_EQ(counters.gaps.load(), gaps);
+  ASSERT_EQ(append(id, 1).value(), 251u);  // and it is live afterwards
+  EXPECT_EQ(s->seqs.back(), 251u);
+  EXPECT_EQ(s->seqs.size(), 241u);
+}
+
+TEST_F(batched_node, a_fill_spanning_several_chunks_arrives_whole_and_in_order) {
+  auto run = create_external();
+  ASSERT_TRUE(run.ok());
+  const auto& id = run->info.id;
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(append(id, 100).ok());  // 2 500 > 2 chunks of 1 000
+  auto s = subscribe("run:" + id, 0, worker);
+  ASSERT_TRUE(s->ok);
+  EXPECT_TRUE(s->ok->recovered);
+  EXPECT_EQ(s->gaps, 0);
+  EXPECT_EQ(s->seqs, iota(1, 2500));
+}
+
+TEST(storage_restart, runs_are_found_after_a_restart_and_running_ones_are_taken_over) {
+  temp_dir dir;
+  std::string live_id, done_id;
+  {
+    auto db = open_db(dir.path);
+    struct first : durable_node {
+      using durable_node::durable_node;
+      void TestBody() override {}
+    } n{durability::batched, db};
+    auto live = n.create_external();
+    auto done = n.create_external();
+    ASSERT_TRUE(live.ok() && done.ok());
+    live_id = live->info.id;
+    done_id = done->info.id;
+    ASSERT_EQ(n.append(live_id, 3).value(), 3u);
+    ASSERT_EQ(n.append(done_id, 2).value(), 2u);
+    auto fin = n.ask<run_info>(finish_atom::value, done_id, worker, finish_kind::complete,
+                               std::string{"{\"ok\":true}"});
+    ASSERT_TRUE(fin.ok());
+  }
+  auto db = open_db(dir.path);
+  struct second : durable_node {
+    using durable_node::durable_node;
+    void TestBody() override {}
+  } n{durability::batched, db};
+  // The run left running was taken over at start: same id, same seq, still fed by its producer.
+  auto live = n.ask<run_info>(caf::get_atom::value, live_id, worker);
+  ASSERT_TRUE(live.ok()) << live.err().message;
+  EXPECT_EQ(live->status, run_status::running);
+  EXPECT_EQ(live->last_seq, 3u);
+  EXPECT_EQ(n.append(live_id, 1).value(), 4u);
+  auto s = n.subscribe("run:" + live_id, 0, worker);
+  EXPECT_EQ(s->seqs, iota(1, 4));
+  EXPECT_EQ(s->gaps, 0);
+  // Nobody feeds it any more: it times out like any run.
+  n.advance(61s);
+  EXPECT_EQ(n.ask<run_info>(caf::get_atom::value, live_id, worker)->status, run_status::timed_out);
+  // A finished run is found on demand and replays whole, terminal event included.
+  auto done = n.ask<run_info>(caf::get_atom::value, done_id, worker);
+  ASSERT_TRUE(done.ok()) << done.err().message;
+  EXPECT_EQ(done->status, run_status::completed);
+  auto late = n.subscribe("run:" + done_id, 0, worker);
+  EXPECT_EQ(late->seqs, iota(1, 3));
+  // Unknown ids are still unknown.
+  EXPECT_EQ(n.ask<run_info>(caf::get_atom::value, std::string{"nope"}, worker).err().code,
+            errc::not_found);
+}
+
 TEST(storage_sync, the_producer_is_answered_after_the_commit_and_refused_while_storage_is_down) {
   temp_dir dir;
   auto db = open_db(dir.path);

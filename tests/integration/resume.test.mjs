@@ -156,9 +156,9 @@ describe('resume with the default ring', { timeout: 90_000 }, () => {
   });
 });
 
-describe('resume from a position older than the ring', { timeout: 60_000 }, () => {
+describe('resume from a position older than the ring (memory only: storage.durability none)', { timeout: 60_000 }, () => {
   let srv;
-  before(async () => { srv = await startServer({ 'runs.ring_capacity': 50 }); });
+  before(async () => { srv = await startServer({ 'runs.ring_capacity': 50, 'storage.durability': 'none' }); });
   after(async () => { if (srv) await srv.stop(); });
 
   test('ring 50, 200 events, Last-Event-ID: 3 → gap {4..150}, then 151..200 and the terminal event', async () => {

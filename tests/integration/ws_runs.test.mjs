@@ -237,9 +237,9 @@ describe('runs over WebSocket', { timeout: 60_000 }, () => {
   });
 });
 
-describe('runs over WebSocket, a position older than the ring', { timeout: 60_000 }, () => {
+describe('runs over WebSocket, a position older than the ring (memory only)', { timeout: 60_000 }, () => {
   let srv;
-  before(async () => { srv = await startServer({ 'runs.ring_capacity': 50 }); });
+  before(async () => { srv = await startServer({ 'runs.ring_capacity': 50, 'storage.durability': 'none' }); });
   after(async () => { if (srv) await srv.stop(); });
 
   test('ring 50, 200 events, after=3 → ack recovered:false, gap {4..150}, then 151..200 and complete', async () => {
