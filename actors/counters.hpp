@@ -31,6 +31,7 @@ struct node_counters {
   std::atomic<uint64_t> storage_errors{0};         // failed transactions (retried)
   std::atomic<uint64_t> storage_commit_us{0};      // sum of commit durations
   std::atomic<int64_t> storage_last_commit_us{0};  // the latest commit's duration
+  std::atomic<uint64_t> storage_retained{0};       // rows deleted by retention
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);

@@ -50,7 +50,8 @@
 //   (running_atom) → std::vector<storage::run_row>          runs left running (recovery at start)
 //   (history_atom, topic, uint64_t before_seq, uint64_t limit) → std::vector<event>  (a page)
 //   (fill_atom, topic, uint64_t after, uint64_t limit) → std::vector<event>  (replay beyond a ring)
-//   (flush_atom) (check_atom) (retry_atom) its own timers; (stop_atom) last commit, then quit
+//   (flush_atom) (check_atom) (retry_atom) (retain_atom) its own timers; (stop_atom) last
+//   commit, then quit
 //
 // edge (one per node; encodes once per event and fans out to sessions):
 //   (subscribe_atom, sub_id, caller, topic, after, weak_ptr<sink>)  from node::subscribe
@@ -114,6 +115,7 @@ using load_run_atom = caf::atom_constant<caf::atom("load_run")>;
 using running_atom = caf::atom_constant<caf::atom("running")>;
 using history_atom = caf::atom_constant<caf::atom("history")>;
 using fill_atom = caf::atom_constant<caf::atom("fill")>;
+using retain_atom = caf::atom_constant<caf::atom("retain")>;
 
 /// The error category of relay::errc inside caf::error.
 constexpr caf::atom_value error_category = caf::atom("relay");

@@ -292,6 +292,8 @@ void node::collect_metrics(std::vector<metric_sample>& out) const {
                  get(c.storage_errors), ""});
   out.push_back({"relay_storage_commit_seconds_sum", "Time spent in storage commits", "counter",
                  get(c.storage_commit_us) / 1e6, ""});
+  out.push_back({"relay_storage_retention_deleted_total", "Rows deleted by storage retention",
+                 "counter", get(c.storage_retained), ""});
   out.push_back({"relay_storage_last_commit_seconds", "Duration of the latest storage commit",
                  "gauge", get(c.storage_last_commit_us) / 1e6, ""});
 }

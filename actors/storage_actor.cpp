@@ -131,6 +131,27 @@ void add_events(storage_actor_type* self, const topic_events& msg) {
   schedule_flush(self, st.pending.events.size() >= st.settings.flush_events);
 }
 
+/// Retention: deletes what is older than the configured ages, then runs again after the interval.
+void retain(storage_actor_type* self) {
+  auto& st = self->state;
+  const auto& cfg = st.settings;
+  const int64_t now = now_ms();
+  const int64_t events_before =
+      cfg.retention_events_s ? now - static_cast<int64_t>(cfg.retention_events_s) * 1000 : 0;
+  const int64_t runs_before =
+      cfg.retention_runs_s ? now - static_cast<int64_t>(cfg.retention_runs_s) * 1000 : 0;
+  auto deleted = st.db->delete_older_than(events_before, runs_before);
+  if (!deleted)
+    spdlog::warn("storage retention failed backend={} error={}", st.db->backend(),
+                 deleted.err().message);
+  else if (*deleted > 0)
+    spdlog::info("storage retention deleted={} events_older_than_s={} runs_ended_before_s={}",
+                 *deleted, cfg.retention_events_s, cfg.retention_runs_s);
+  node_counters::add(st.counters->storage_retained, deleted ? *deleted : 0);
+  self->delayed_send(self, std::chrono::seconds(std::max(1u, cfg.retention_interval_s)),
+                     retain_atom::value);
+}
+
 }  // namespace
 
 bool storage_link::refuses(const node_counters& c) const noexcept {
@@ -148,6 +169,9 @@ caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::s
   st.settings.flush_ms = std::max(1u, st.settings.flush_ms);
   st.settings.flush_events = std::max<std::size_t>(1, st.settings.flush_events);
   st.counters = counters;
+  if (st.settings.retention_events_s > 0 || st.settings.retention_runs_s > 0)
+    self->delayed_send(self, std::chrono::seconds(std::max(1u, st.settings.retention_interval_s)),
+                       retain_atom::value);
   return {
       // Live events of a topic: the message the topic also sends to its edges.
       [=](const topic_events& msg) { add_events(self, msg); },
@@ -216,6 +240,7 @@ caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::s
         if (!events) return make_error(errc::unavailable, "storage: " + events.err().message);
         return std::move(*events);
       },
+      [=](retain_atom) { retain(self); },
       [=](flush_atom) {
         self->state.flush_now = false;
         flush(self);

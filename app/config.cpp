@@ -241,6 +241,13 @@ const std::vector<option>& options() {
       number("storage.max_pending_events", RELAY_FIELD(node.storage.max_pending_events), 1,
              100'000'000,
              "Uncommitted events at most (storage slow or down); past it producers get 503."),
+      number("storage.retention_events_s", RELAY_FIELD(node.storage.retention_events_s), 0,
+             100 * year_s, "Events older than this many seconds are deleted; 0 keeps them."),
+      number("storage.retention_runs_s", RELAY_FIELD(node.storage.retention_runs_s), 0,
+             100 * year_s,
+             "Runs that ended longer ago are deleted with their events; 0 keeps them."),
+      number("storage.retention_interval_s", RELAY_FIELD(node.storage.retention_interval_s), 1,
+             day_s, "How often retention runs (when either age is set)."),
       // supervisor
       number(
           "supervisor.restart_max", RELAY_FIELD(node.restart_max), 0, 1000,

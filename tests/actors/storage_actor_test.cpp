@@ -71,8 +71,10 @@ std::shared_ptr<flaky_store> open_db(const std::string& dir) {
   return std::make_shared<flaky_store>(std::move(*db));
 }
 
-node_settings durable(durability mode) {
+node_settings durable(durability mode, uint64_t retention_events_s = 0) {
   auto s = test::small_node();
+  s.storage.retention_events_s = retention_events_s;
+  s.storage.retention_interval_s = 60;
   s.storage.mode = mode;
   s.storage.flush_ms = 20;
   s.storage.flush_events = 100;
@@ -107,8 +109,8 @@ class seq_sink : public sink {
 /// node after a restart of the process.
 class durable_node : public test::node_fixture {
  public:
-  durable_node(durability mode, std::shared_ptr<flaky_store> db)
-      : node_fixture(durable(mode), db), db_(std::move(db)) {}
+  durable_node(durability mode, std::shared_ptr<flaky_store> db, uint64_t retention_events_s = 0)
+      : node_fixture(durable(mode, retention_events_s), db), db_(std::move(db)) {}
 
   result<room_post_reply> post(const std::string& text, const std::string& room = "lobby") {
     room_message_input in;
@@ -367,6 +369,28 @@ TEST(storage_restart, runs_are_found_after_a_restart_and_running_ones_are_taken_
   // Unknown ids are still unknown.
   EXPECT_EQ(n.ask<run_info>(caf::get_atom::value, std::string{"nope"}, worker).err().code,
             errc::not_found);
+}
+
+TEST(storage_retention, old_events_are_deleted_periodically_and_numbering_continues) {
+  temp_dir dir;
+  auto db = open_db(dir.path);
+  struct node_t : durable_node {
+    using durable_node::durable_node;
+    void TestBody() override {}
+  } n{durability::batched, db, 3600};
+  storage::batch old;
+  for (uint64_t s = 1; s <= 3; ++s)
+    old.events.push_back({"room:old", event{s, "message", "{}", now_ms() - 2 * 3600 * 1000}});
+  ASSERT_TRUE(db->write(old).ok());
+  ASSERT_TRUE(n.post("fresh", "new").ok());
+  n.advance(60s);  // the retention interval
+  EXPECT_TRUE(n.stored("room:old").empty());
+  EXPECT_EQ(n.stored("room:new"), iota(1, 1));
+  EXPECT_GE(n.counters.storage_retained.load(), 3u);
+  // A room whose events were all deleted still continues its numbering.
+  auto next = n.post("again", "old");
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->seq, 4u);
 }
 
 TEST(storage_sync, the_producer_is_answered_after_the_commit_and_refused_while_storage_is_down) {
