@@ -44,6 +44,17 @@ class replay_ring {
     last_seq_ = last_seq;
   }
 
+  /// Refills the ring from a stored tail (oldest first) and makes `at_least` its last seq if it is
+  /// ahead of the tail (then the events in between were never stored: resumers get a gap).
+  void reload(std::vector<event>&& tail, uint64_t at_least) {
+    if (!tail.empty()) {
+      reset(tail.front().seq - 1);
+      for (auto& e : tail)
+        if (e.seq == last_seq_ + 1) push(std::move(e));
+    }
+    if (at_least > last_seq_) reset(at_least);
+  }
+
   uint64_t last_seq() const noexcept { return last_seq_; }
   /// The oldest retained seq; last_seq() + 1 when empty.
   uint64_t first_seq() const noexcept { return last_seq_ + 1 - slots_.size(); }

@@ -79,13 +79,7 @@ void publish(room_actor_type* self, event e) {
 /// ahead: then the events in between were never stored and resumers get a gap.
 void restore(room_actor_type* self, stored_tail& tail, uint64_t resume_seq) {
   auto& st = self->state;
-  if (!tail.events.empty()) {
-    st.ring.reset(tail.events.front().seq - 1);
-    for (auto& e : tail.events)
-      if (e.seq == st.ring.last_seq() + 1) st.ring.push(std::move(e));
-  }
-  const uint64_t last = std::max({tail.last_seq, resume_seq, st.ring.last_seq()});
-  if (last > st.ring.last_seq()) st.ring.reset(last);
+  st.ring.reload(std::move(tail.events), std::max(tail.last_seq, resume_seq));
   st.checkpoint->last_seq.store(st.ring.last_seq(), std::memory_order_relaxed);
   spdlog::debug("room restored id={} last_seq={} ring={}", st.id, st.ring.last_seq(),
                 st.ring.size());

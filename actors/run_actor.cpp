@@ -62,13 +62,7 @@ caf::result<T> after_commit(run_actor_type* self, T value) {
 /// A restarted run refills its ring from storage, so subscribers carry on without a gap.
 void restore(run_actor_type* self, stored_tail& tail, uint64_t resume_seq) {
   auto& st = self->state;
-  if (!tail.events.empty()) {
-    st.ring.reset(tail.events.front().seq - 1);
-    for (auto& e : tail.events)
-      if (e.seq == st.ring.last_seq() + 1) st.ring.push(std::move(e));
-  }
-  const uint64_t last = std::max({tail.last_seq, resume_seq, st.ring.last_seq()});
-  if (last > st.ring.last_seq()) st.ring.reset(last);
+  st.ring.reload(std::move(tail.events), std::max(tail.last_seq, resume_seq));
   st.info.last_seq = st.ring.last_seq();
   st.synthetic_emitted = st.info.last_seq;  // a synthetic run emits one delta per seq
   st.checkpoint->last_seq.store(st.info.last_seq, std::memory_order_relaxed);

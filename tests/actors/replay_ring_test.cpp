@@ -84,6 +84,28 @@ TEST(replay_ring, a_position_at_or_past_the_end_owes_nothing_even_at_the_largest
   }
 }
 
+TEST(replay_ring, reload_refills_from_a_stored_tail_and_numbering_continues) {
+  replay_ring ring(4);
+  std::vector<event> tail{ev(7), ev(8), ev(9)};
+  ring.reload(std::move(tail), 9);
+  EXPECT_EQ(ring.last_seq(), 9u);
+  EXPECT_EQ(seqs(ring.after(6)), (std::vector<uint64_t>{7, 8, 9}));
+  EXPECT_FALSE(ring.after(6).gap);
+  EXPECT_TRUE(ring.after(5).gap);  // what is older than the tail is not in memory
+  ring.push(ev(10));
+  EXPECT_EQ(seqs(ring.after(8)), (std::vector<uint64_t>{9, 10}));
+  // A position ahead of the tail (never stored) wins: the ring restarts there, resumers get a gap.
+  replay_ring ahead(4);
+  ahead.reload({ev(1), ev(2)}, 5);
+  EXPECT_EQ(ahead.last_seq(), 5u);
+  EXPECT_TRUE(ahead.after(2).gap);
+  // Nothing stored: numbering continues from the checkpoint.
+  replay_ring empty(4);
+  empty.reload({}, 3);
+  EXPECT_EQ(empty.last_seq(), 3u);
+  EXPECT_TRUE(empty.empty());
+}
+
 TEST(replay_ring, capacity_one_still_works) {
   replay_ring ring{1};
   ring.push(ev(1));

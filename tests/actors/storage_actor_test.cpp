@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "storage/forwarding_store.hpp"
 #include "tests/actors/node_fixture.hpp"
 
 namespace relay {
@@ -15,39 +16,19 @@ namespace {
 using namespace std::chrono_literals;
 
 /// A store whose writes can be made to fail, as when the database is unreachable.
-class flaky_store : public storage::store {
+class flaky_store : public storage::forwarding_store {
  public:
-  explicit flaky_store(std::unique_ptr<storage::store> inner) : inner_(std::move(inner)) {}
+  explicit flaky_store(std::unique_ptr<storage::store> inner)
+      : forwarding_store(std::move(inner)) {}
   std::atomic<bool> down{false};
-  std::atomic<int> writes{0};
   std::string poison_topic;  // a batch with an event of this topic is refused as `internal`
 
-  std::string_view backend() const noexcept override { return inner_->backend(); }
-  result<int> migrate() override { return inner_->migrate(); }
   result<uint64_t> write(const storage::batch& b) override {
-    ++writes;
     if (down) return error{errc::unavailable, "connection refused (test)"};
     for (auto& e : b.events)
       if (e.topic == poison_topic) return error{errc::internal, "constraint failed (test)"};
-    return inner_->write(b);
+    return forwarding_store::write(b);
   }
-  result<std::vector<event>> events_after(std::string_view t, uint64_t a, std::size_t n) override {
-    return inner_->events_after(t, a, n);
-  }
-  result<std::vector<event>> events_before(std::string_view t, uint64_t b, std::size_t n) override {
-    return inner_->events_before(t, b, n);
-  }
-  result<uint64_t> last_seq(std::string_view t) override { return inner_->last_seq(t); }
-  result<uint64_t> first_seq(std::string_view t) override { return inner_->first_seq(t); }
-  result<storage::run_row> load_run(std::string_view id) override { return inner_->load_run(id); }
-  result<std::vector<storage::run_row>> running_runs() override { return inner_->running_runs(); }
-  result<uint64_t> delete_older_than(int64_t e, int64_t r) override {
-    return inner_->delete_older_than(e, r);
-  }
-  result<bool> ping() override { return inner_->ping(); }
-
- private:
-  std::unique_ptr<storage::store> inner_;
 };
 
 /// A temporary directory holding the database, removed at the end.

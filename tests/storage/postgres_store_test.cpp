@@ -22,6 +22,7 @@
 #include <random>
 #include <thread>
 
+#include "storage/forwarding_store.hpp"
 #include "tests/storage/store_conformance.hpp"
 
 namespace relay::storage::test {
@@ -129,37 +130,16 @@ class scratch_schema {
 
 /// A store that owns the schema it works in: the conformance suite's stores, so that no test
 /// leaves anything in the database.
-class store_in_schema final : public store {
+class store_in_schema final : public forwarding_store {
  public:
   /// `schema` null: no server (a skipped test, whose body never runs).
   explicit store_in_schema(std::unique_ptr<scratch_schema> schema) : schema_(std::move(schema)) {}
+  ~store_in_schema() override { close_inner(); }  // the store closes before its schema is dropped
   const scratch_schema* schema() const noexcept { return schema_.get(); }
-  void adopt(std::unique_ptr<store> inner) { inner_ = std::move(inner); }
-
   std::string_view backend() const noexcept override { return "postgres"; }
-  result<int> migrate() override { return inner_->migrate(); }
-  result<uint64_t> write(const batch& b) override { return inner_->write(b); }
-  result<std::vector<event>> events_after(std::string_view topic, uint64_t after,
-                                          std::size_t limit) override {
-    return inner_->events_after(topic, after, limit);
-  }
-  result<std::vector<event>> events_before(std::string_view topic, uint64_t before_seq,
-                                           std::size_t limit) override {
-    return inner_->events_before(topic, before_seq, limit);
-  }
-  result<uint64_t> last_seq(std::string_view topic) override { return inner_->last_seq(topic); }
-  result<uint64_t> first_seq(std::string_view topic) override { return inner_->first_seq(topic); }
-  result<run_row> load_run(std::string_view id) override { return inner_->load_run(id); }
-  result<std::vector<run_row>> running_runs() override { return inner_->running_runs(); }
-  result<uint64_t> delete_older_than(int64_t events_before_ms,
-                                     int64_t runs_ended_before_ms) override {
-    return inner_->delete_older_than(events_before_ms, runs_ended_before_ms);
-  }
-  result<bool> ping() override { return inner_->ping(); }
 
  private:
-  std::unique_ptr<scratch_schema> schema_;  // declared first: dropped after the store closed
-  std::unique_ptr<store> inner_;
+  std::unique_ptr<scratch_schema> schema_;
 };
 
 std::unique_ptr<store> make_postgres() {

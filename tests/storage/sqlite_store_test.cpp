@@ -14,6 +14,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "storage/forwarding_store.hpp"
 #include "tests/storage/store_conformance.hpp"
 
 namespace relay::storage::test {
@@ -44,35 +45,13 @@ class temp_dir {
 
 /// A store that owns the directory of its database file: the conformance suite's stores, so
 /// that no test leaves anything in /tmp.
-class store_in_temp_dir final : public store {
+class store_in_temp_dir final : public forwarding_store {
  public:
+  ~store_in_temp_dir() override { close_inner(); }  // the file closes before its directory goes
   const fs::path& dir() const noexcept { return dir_.path(); }
-  void adopt(std::unique_ptr<store> inner) { inner_ = std::move(inner); }
-
-  std::string_view backend() const noexcept override { return inner_->backend(); }
-  result<int> migrate() override { return inner_->migrate(); }
-  result<uint64_t> write(const batch& b) override { return inner_->write(b); }
-  result<std::vector<event>> events_after(std::string_view topic, uint64_t after,
-                                          std::size_t limit) override {
-    return inner_->events_after(topic, after, limit);
-  }
-  result<std::vector<event>> events_before(std::string_view topic, uint64_t before_seq,
-                                           std::size_t limit) override {
-    return inner_->events_before(topic, before_seq, limit);
-  }
-  result<uint64_t> last_seq(std::string_view topic) override { return inner_->last_seq(topic); }
-  result<uint64_t> first_seq(std::string_view topic) override { return inner_->first_seq(topic); }
-  result<run_row> load_run(std::string_view id) override { return inner_->load_run(id); }
-  result<std::vector<run_row>> running_runs() override { return inner_->running_runs(); }
-  result<uint64_t> delete_older_than(int64_t events_before_ms,
-                                     int64_t runs_ended_before_ms) override {
-    return inner_->delete_older_than(events_before_ms, runs_ended_before_ms);
-  }
-  result<bool> ping() override { return inner_->ping(); }
 
  private:
-  temp_dir dir_;  // declared first: removed after the store closed its file
-  std::unique_ptr<store> inner_;
+  temp_dir dir_;
 };
 
 std::unique_ptr<store> make_sqlite() {
