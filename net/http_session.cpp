@@ -270,9 +270,7 @@ void http_session::close_now() {
 }
 
 void http_session::fail(beast::error_code ec, const char* what) {
-  if (ec == asio::error::operation_aborted || ec == asio::error::eof ||
-      ec == beast::http::error::end_of_stream || ec == asio::error::connection_reset ||
-      ec == asio::error::not_connected || ec == asio::error::bad_descriptor ||
+  if (expected_disconnect(ec) || ec == beast::http::error::end_of_stream ||
       ec == beast::error::timeout)
     return;
   spdlog::debug("http {} peer={} error={}", what, peer_, ec.message());

@@ -314,10 +314,7 @@ void sse_session::close_now() {
 }
 
 void sse_session::fail(beast::error_code ec, const char* what) {
-  if (ec == asio::error::operation_aborted || ec == asio::error::eof ||
-      ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-      ec == asio::error::not_connected || ec == asio::error::bad_descriptor)
-    return;
+  if (expected_disconnect(ec)) return;
   spdlog::debug("sse {} peer={} topic={} error={}", what, peer_, req_.topic, ec.message());
 }
 

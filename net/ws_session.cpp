@@ -651,10 +651,7 @@ void ws_session::close_now() {
 }
 
 void ws_session::fail(beast::error_code ec, const char* what) {
-  if (ec == asio::error::operation_aborted || ec == asio::error::eof ||
-      ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-      ec == asio::error::not_connected || ec == asio::error::bad_descriptor)
-    return;
+  if (expected_disconnect(ec)) return;
   spdlog::debug("ws {} peer={} session={} error={}", what, peer_, session_id_, ec.message());
 }
 
