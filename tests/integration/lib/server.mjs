@@ -4,7 +4,8 @@
 // Every server listens on 127.0.0.1 with an ephemeral port and runs in a fresh temporary working
 // directory (so no config file or data of the repository leaks in). stop() sends SIGTERM to the PID
 // it started and requires exit code 0 (clean shutdown is part of the contract); only past a
-// deadline does it SIGKILL, and then it throws.
+// deadline does it SIGKILL, and then it throws. kill9() is a crash on purpose: SIGKILL to that PID.
+// A test that restarts "the same" server passes an absolute --storage.path (its own temp dir).
 
 import { spawn, execFile } from 'node:child_process';
 import { createHmac } from 'node:crypto';
@@ -34,7 +35,7 @@ function tail(text, n = 6000) {
 }
 
 /// Starts `relay --port 0 --host 127.0.0.1 --auth.jwt_secret=SECRET --key=value…`.
-/// flags: {"runs.ring_capacity": 50, ...}. Resolves {port, url, pid, output(), stop()}.
+/// flags: {"runs.ring_capacity": 50, ...}. Resolves {port, url, pid, output(), stop(), kill9()}.
 export async function startServer(flags = {}, { readyTimeoutMs = 10_000 } = {}) {
   if (!existsSync(RELAY_BIN)) {
     throw new Error(`relay binary not found at ${RELAY_BIN} (set RELAY_BIN)`);
@@ -128,6 +129,25 @@ export async function startServer(flags = {}, { readyTimeoutMs = 10_000 } = {}) 
         } finally {
           rmSync(cwd, { recursive: true, force: true });
         }
+      })();
+      return stopped;
+    },
+    /// A crash: SIGKILL to the PID this handle started (nothing else), then waits (bounded) for
+    /// its exit and removes its working directory. Resolves {code, signal}. stop() afterwards
+    /// resolves the same, so an after() hook may call stop() on a killed server.
+    kill9: async ({ deadlineMs = 10_000 } = {}) => {
+      if (stopped) return stopped;
+      stopped = (async () => {
+        if (!exitInfo) {
+          try { process.kill(child.pid, 'SIGKILL'); } catch { /* exited meanwhile */ }
+        }
+        let timer;
+        const timedOut = new Promise((resolve) => { timer = setTimeout(() => resolve(null), deadlineMs); });
+        const info = await Promise.race([exited, timedOut]);
+        clearTimeout(timer);
+        rmSync(cwd, { recursive: true, force: true });
+        if (!info) throw new Error(`relay (pid ${child.pid}) did not exit within ${deadlineMs} ms of SIGKILL`);
+        return info;
       })();
       return stopped;
     },
