@@ -43,7 +43,8 @@
 //
 // storage (one per node, detached; group commit — see storage_actor.hpp):
 //   topic_events                      from a topic: its new events (the message the edges get)
-//   (persist_atom, storage::run_row)  from a run: its row after a state change
+//   (persist_atom, storage::run_row)  from a run: its row at creation
+//   (persist_atom, storage::run_row, topic_events)  its row with its terminal event (one commit)
 //   (barrier_atom) → bool             answered after everything received before is committed
 //   (load_atom, topic, uint64_t max_events) → stored_tail   commits what is pending, then reads
 //   (load_run_atom, id) → storage::run_row                  not_found when unknown

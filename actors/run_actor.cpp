@@ -19,9 +19,21 @@ using std::chrono::seconds;
 
 bool may_produce(const caller& who) noexcept { return at_least(who.who, role::service); }
 
-/// Appends events to the ring, numbers them, and sends them once to every subscribed edge.
-/// The only place a run assigns seq.
-void publish(run_actor_type* self, std::vector<event> batch) {
+/// The run's row as storage keeps it.
+storage::run_row make_row(const run_state& st) {
+  storage::run_row row;
+  row.info = st.info;
+  row.input = st.request.input;
+  row.idempotency_key = st.request.idempotency_key;
+  row.inactivity_s = st.request.inactivity_s;
+  row.ttl_s = st.request.ttl_s;
+  return row;
+}
+
+/// Appends events to the ring, numbers them, and sends them once to every subscribed edge and to
+/// storage. The only place a run assigns seq. `with_row`: the run's row travels to storage in the
+/// same message, so both land in the same commit (a terminal event never without its status).
+void publish(run_actor_type* self, std::vector<event> batch, bool with_row = false) {
   auto& st = self->state;
   for (auto& e : batch) st.ring.push(e);
   st.info.last_seq = st.ring.last_seq();
@@ -31,20 +43,17 @@ void publish(run_actor_type* self, std::vector<event> batch) {
   // One message shared by every edge and storage (CAF messages are copy-on-write).
   auto msg = caf::make_message(topic_events{st.topic, std::move(batch)});
   for (auto& edge : st.edges) self->send(edge, msg);
-  if (st.storage.enabled()) self->send(st.storage.actor, msg);
+  if (!st.storage.enabled()) return;
+  if (with_row)
+    self->send(st.storage.actor, persist_atom::value, make_row(st), msg.get_as<topic_events>(0));
+  else
+    self->send(st.storage.actor, msg);
 }
 
-/// The run's row as storage keeps it (sent at creation and at the end).
+/// The run's row alone (at creation: no event yet).
 void persist_row(run_actor_type* self) {
   auto& st = self->state;
-  if (!st.storage.enabled()) return;
-  storage::run_row row;
-  row.info = st.info;
-  row.input = st.request.input;
-  row.idempotency_key = st.request.idempotency_key;
-  row.inactivity_s = st.request.inactivity_s;
-  row.ttl_s = st.request.ttl_s;
-  self->send(st.storage.actor, persist_atom::value, std::move(row));
+  if (st.storage.enabled()) self->send(st.storage.actor, persist_atom::value, make_row(st));
 }
 
 /// Sync durability: answers `value` once storage has committed everything sent so far.
@@ -82,8 +91,7 @@ void end_run(run_actor_type* self, run_status status, std::string reason, std::s
   st.info.ended_at = now_ms();
   std::vector<event> batch;
   batch.push_back(make_event(self, std::move(type), std::move(data)));
-  publish(self, std::move(batch));
-  persist_row(self);
+  publish(self, std::move(batch), true);
   self->send(st.shard, ended_atom::value, st.info);
   self->delayed_send(self, seconds(st.request.ttl_s), passivate_atom::value);
   spdlog::debug("run end id={} status={} reason={} last_seq={}", st.info.id, to_string(status),

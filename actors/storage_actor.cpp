@@ -152,6 +152,18 @@ void retain(storage_actor_type* self) {
                      retain_atom::value);
 }
 
+void add_row(storage_actor_type* self, const storage::run_row& row) {
+  auto& runs = self->state.pending.runs;
+  // The newest state wins: replace an older row of the same run in this batch.
+  auto it = std::find_if(runs.begin(), runs.end(),
+                         [&](const storage::run_row& r) { return r.info.id == row.info.id; });
+  if (it != runs.end())
+    *it = row;
+  else
+    runs.push_back(row);
+  schedule_flush(self, false);
+}
+
 }  // namespace
 
 bool storage_link::refuses(const node_counters& c) const noexcept {
@@ -175,17 +187,12 @@ caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::s
   return {
       // Live events of a topic: the message the topic also sends to its edges.
       [=](const topic_events& msg) { add_events(self, msg); },
-      // A run's row, whenever its state changes (created, ended).
-      [=](persist_atom, const storage::run_row& row) {
-        auto& runs = self->state.pending.runs;
-        // The newest state wins: replace an older row of the same run in this batch.
-        auto it = std::find_if(runs.begin(), runs.end(),
-                               [&](const storage::run_row& r) { return r.info.id == row.info.id; });
-        if (it != runs.end())
-          *it = row;
-        else
-          runs.push_back(row);
-        schedule_flush(self, false);
+      // A run's row when it is created.
+      [=](persist_atom, const storage::run_row& row) { add_row(self, row); },
+      // A run's row with the events that changed it (its terminal event): one commit for both.
+      [=](persist_atom, const storage::run_row& row, const topic_events& msg) {
+        add_row(self, row);
+        add_events(self, msg);
       },
       // Answered once everything received before it is committed (sync durability).
       [=](barrier_atom) -> caf::result<bool> {
