@@ -200,7 +200,7 @@ describe('clean restart over the same SQLite file', { timeout: 120_000 }, () => 
     await append(srv.url, finishedRun, deltas(1, 30));
     const c = await api(srv.url, 'POST', `/v1/runs/${finishedRun}/complete`, { token: service, body: { data: { ok: 1 } } });
     assert.equal(c.status, 200, c.text);
-    orphanRun = await createRun(srv.url, { kind: 'external', input: {}, inactivity_s: 2 });
+    orphanRun = await createRun(srv.url, { kind: 'external', input: {}, inactivity_s: 8 });
     await append(srv.url, orphanRun, deltas(1, 5));
     // A clean stop commits what is pending and exits 0 (stop() asserts it).
     await srv.stop();
@@ -303,7 +303,7 @@ describe('clean restart over the same SQLite file', { timeout: 120_000 }, () => 
   test('a run left running is taken over at start and, with nobody feeding it, times out after its inactivity_s', async () => {
     assert.ok(orphanRun, 'needs the first test');
     const s = openSse(`${srv.url}/v1/runs/${orphanRun}/events`, { token: alice });
-    assert.equal(await s.waitEnd({ timeoutMs: 10_000 }), 'end', s.describe());
+    assert.equal(await s.waitEnd({ timeoutMs: 25_000 }), 'end', s.describe());
     assert.deepEqual(s.seqs(), range(1, 6));
     assert.deepEqual(s.events.slice(0, 5).map((e) => e.json.data), range(1, 5).map((i) => ({ i })));
     assert.equal(s.events.at(-1).event, 'error');
