@@ -150,16 +150,7 @@ std::unique_ptr<store> make_postgres() {
   }
   auto s = std::make_unique<store_in_schema>(std::make_unique<scratch_schema>());
   auto db = open_postgres({.conninfo = s->schema()->conninfo()});
-  if (!db) {
-    ADD_FAILURE() << db.err().message;
-    return nullptr;
-  }
-  if (auto v = (*db)->migrate(); !v) {
-    ADD_FAILURE() << v.err().message;
-    return nullptr;
-  }
-  s->adopt(std::move(*db));
-  return s;
+  return adopt_migrated(std::move(s), std::move(db));
 }
 
 INSTANTIATE_TEST_SUITE_P(postgres, store_conformance,

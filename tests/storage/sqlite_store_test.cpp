@@ -57,16 +57,7 @@ class store_in_temp_dir final : public forwarding_store {
 std::unique_ptr<store> make_sqlite() {
   auto s = std::make_unique<store_in_temp_dir>();
   auto db = open_sqlite({.path = (s->dir() / "relay.db").string()});
-  if (!db) {
-    ADD_FAILURE() << db.err().message;
-    return nullptr;
-  }
-  if (auto v = (*db)->migrate(); !v) {
-    ADD_FAILURE() << v.err().message;
-    return nullptr;
-  }
-  s->adopt(std::move(*db));
-  return s;
+  return adopt_migrated(std::move(s), std::move(db));
 }
 
 INSTANTIATE_TEST_SUITE_P(sqlite, store_conformance,

@@ -21,6 +21,23 @@ struct store_factory {
 
 inline std::ostream& operator<<(std::ostream& os, const store_factory& f) { return os << f.name; }
 
+/// The end of a factory: `db` migrated and handed to `owner` (a store that owns where the database
+/// lives and forwards to it); null, after a test failure, when it cannot be opened or migrated.
+template <class Owner>
+std::unique_ptr<store> adopt_migrated(std::unique_ptr<Owner> owner,
+                                      result<std::unique_ptr<store>> db) {
+  if (!db) {
+    ADD_FAILURE() << db.err().message;
+    return nullptr;
+  }
+  if (auto v = (*db)->migrate(); !v) {
+    ADD_FAILURE() << v.err().message;
+    return nullptr;
+  }
+  owner->adopt(std::move(*db));
+  return owner;
+}
+
 class store_conformance : public ::testing::TestWithParam<store_factory> {
  protected:
   void SetUp() override {
