@@ -587,6 +587,9 @@ int main(int argc, char** argv) {
                                 metric(ws0.metrics, "relay_storage_events_written_total");
   const double commits_window = metric(ws1.metrics, "relay_storage_commits_total") -
                                 metric(ws0.metrics, "relay_storage_commits_total");
+  // No storage at all (durability none: nothing ever committed or written): no backlog either.
+  if (metric(m1, "relay_storage_commits_total") == 0 && written == 0 && commits == 0)
+    backlog_max = backlog_sum = 0;
   const double backlog_mean = backlog_samples ? backlog_sum / backlog_samples : 0;
   const double disk_bytes = double(disk1 - std::min(disk1, disk0));
   IoCounters srv_io, db_io;
