@@ -71,7 +71,10 @@ void publish(room_actor_type* self, event e) {
   // One message shared by the edges and storage (CAF messages are copy-on-write).
   auto msg = caf::make_message(topic_events{st.topic, std::move(batch)});
   for (auto& edge : st.edges) self->send(edge, msg);
-  if (st.storage.enabled()) self->send(st.storage.actor, msg);
+  if (st.storage.enabled()) {
+    node_counters::add(st.counters->storage_pending, 1);  // discounted by the commit
+    self->send(st.storage.actor, msg);
+  }
 }
 
 /// Fills the ring from what storage holds, so a re-activated or restarted room continues its

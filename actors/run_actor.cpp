@@ -44,6 +44,9 @@ void publish(run_actor_type* self, std::vector<event> batch, bool with_row = fal
   auto msg = caf::make_message(topic_events{st.topic, std::move(batch)});
   for (auto& edge : st.edges) self->send(edge, msg);
   if (!st.storage.enabled()) return;
+  // Counted as pending now, not when storage gets to it: the bound holds while a commit runs.
+  node_counters::add(st.counters->storage_pending,
+                     static_cast<int64_t>(msg.get_as<topic_events>(0).events.size()));
   if (with_row)
     self->send(st.storage.actor, persist_atom::value, make_row(st), msg.get_as<topic_events>(0));
   else

@@ -17,12 +17,6 @@ using std::chrono::milliseconds;
 constexpr unsigned retry_min_ms = 50;
 constexpr unsigned retry_max_ms = 5000;
 
-void set_pending(storage_actor_type* self) {
-  auto& st = self->state;
-  st.counters->storage_pending.store(static_cast<int64_t>(st.pending.events.size()),
-                                     std::memory_order_relaxed);
-}
-
 /// Schedules a flush: at once when enough is waiting (or a barrier wants it), else after flush_ms.
 /// "At once" is a message to ourselves, so everything already in the mailbox joins the commit.
 void schedule_flush(storage_actor_type* self, bool now) {
@@ -72,54 +66,77 @@ result<uint64_t> salvage(storage_actor_type* self, const error& why) {
   return written;
 }
 
-/// Commits everything pending in one transaction, then answers the barriers that were waiting.
+/// Moves the first `n` pending events (and every pending run row) into a batch of their own.
+storage::batch take_slice(storage::batch& pending, std::size_t n) {
+  storage::batch slice;
+  slice.runs = std::move(pending.runs);
+  pending.runs.clear();
+  n = std::min(n, pending.events.size());
+  slice.events.assign(std::make_move_iterator(pending.events.begin()),
+                      std::make_move_iterator(pending.events.begin() + static_cast<long>(n)));
+  pending.events.erase(pending.events.begin(), pending.events.begin() + static_cast<long>(n));
+  return slice;
+}
+
+/// Puts a slice that could not be written back in front of what is pending.
+void put_back(storage::batch& pending, storage::batch&& slice) {
+  pending.events.insert(pending.events.begin(), std::make_move_iterator(slice.events.begin()),
+                        std::make_move_iterator(slice.events.end()));
+  for (auto& row : pending.runs) slice.runs.push_back(std::move(row));  // newer rows last
+  pending.runs = std::move(slice.runs);
+}
+
+/// Commits everything pending, in transactions of at most flush_events events (many moderate
+/// commits store more per second than one huge statement, and bound how long one takes), then
+/// answers the barriers that were waiting. On failure what is left stays pending for the retry.
 void flush(storage_actor_type* self) {
   auto& st = self->state;
-  if (st.pending.empty()) {
-    for (auto& rp : st.waiting) rp.deliver(true);
-    st.waiting.clear();
-    return;
+  while (!st.pending.empty()) {
+    auto slice = take_slice(st.pending, st.settings.flush_events);
+    const auto events = slice.events.size();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto written = st.db->write(slice);
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (!written && written.err().code != errc::unavailable) {
+      // The database refused the batch itself (not a connection problem): retrying it as a
+      // whole would block every later commit. Write its parts one by one, drop what is refused.
+      std::swap(st.pending, slice);  // salvage works on st.pending
+      written = salvage(self, written.err());
+      std::swap(st.pending, slice);
+    }
+    if (!written) {
+      put_back(st.pending, std::move(slice));
+      node_counters::add(st.counters->storage_errors);
+      st.counters->storage_up.store(0, std::memory_order_relaxed);
+      ++st.failures;
+      st.backoff_ms = std::clamp(st.backoff_ms * 2, retry_min_ms, retry_max_ms);
+      if (st.failures == 1 || st.failures % 50 == 0)
+        spdlog::warn("storage commit failed backend={} pending={} failures={} retry_ms={} error={}",
+                     st.db->backend(), st.pending.events.size(), st.failures, st.backoff_ms,
+                     written.err().message);
+      // Whoever waits for a commit hears now that it did not happen (their producer gets 503);
+      // the events stay pending and are written when the database is back.
+      for (auto& rp : st.waiting)
+        rp.deliver(make_error(errc::unavailable, "storage is unavailable"));
+      st.waiting.clear();
+      st.retrying = true;
+      self->delayed_send(self, milliseconds(st.backoff_ms), retry_atom::value);
+      return;
+    }
+    if (st.failures > 0)
+      spdlog::info("storage recovered backend={} after_failures={}", st.db->backend(), st.failures);
+    st.failures = 0;
+    st.backoff_ms = 0;
+    st.counters->storage_up.store(1, std::memory_order_relaxed);
+    node_counters::add(st.counters->storage_commits);
+    node_counters::add(st.counters->storage_events_written, *written);
+    node_counters::add(st.counters->storage_commit_us, static_cast<uint64_t>(us));
+    st.counters->storage_last_commit_us.store(us, std::memory_order_relaxed);
+    // Topics count what they send (so the bound holds while a commit runs); commits discount it.
+    node_counters::add(st.counters->storage_pending, -static_cast<int64_t>(events));
   }
-  const auto t0 = std::chrono::steady_clock::now();
-  auto written = st.db->write(st.pending);
-  const auto us =
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
-          .count();
-  if (!written && written.err().code != errc::unavailable) {
-    // The database refused the batch itself (not a connection problem): retrying it as a whole
-    // would block every later commit. Write its parts one by one and drop only what is refused.
-    written = salvage(self, written.err());
-  }
-  if (!written) {
-    node_counters::add(st.counters->storage_errors);
-    st.counters->storage_up.store(0, std::memory_order_relaxed);
-    ++st.failures;
-    st.backoff_ms = std::clamp(st.backoff_ms * 2, retry_min_ms, retry_max_ms);
-    if (st.failures == 1 || st.failures % 50 == 0)
-      spdlog::warn("storage commit failed backend={} events={} failures={} retry_ms={} error={}",
-                   st.db->backend(), st.pending.events.size(), st.failures, st.backoff_ms,
-                   written.err().message);
-    // Whoever waits for a commit hears now that it did not happen (their producer gets 503);
-    // the events stay pending and are written when the database is back.
-    for (auto& rp : st.waiting) rp.deliver(make_error(errc::unavailable, "storage is unavailable"));
-    st.waiting.clear();
-    st.retrying = true;
-    self->delayed_send(self, milliseconds(st.backoff_ms), retry_atom::value);
-    return;
-  }
-  if (st.failures > 0)
-    spdlog::info("storage recovered backend={} after_failures={} events={}", st.db->backend(),
-                 st.failures, st.pending.events.size());
-  st.failures = 0;
-  st.backoff_ms = 0;
-  st.counters->storage_up.store(1, std::memory_order_relaxed);
-  node_counters::add(st.counters->storage_commits);
-  node_counters::add(st.counters->storage_events_written, *written);
-  node_counters::add(st.counters->storage_commit_us, static_cast<uint64_t>(us));
-  st.counters->storage_last_commit_us.store(us, std::memory_order_relaxed);
-  st.pending.events.clear();
-  st.pending.runs.clear();
-  set_pending(self);
   for (auto& rp : st.waiting) rp.deliver(true);
   st.waiting.clear();
 }
@@ -127,7 +144,6 @@ void flush(storage_actor_type* self) {
 void add_events(storage_actor_type* self, const topic_events& msg) {
   auto& st = self->state;
   for (const auto& e : msg.events) st.pending.events.push_back(storage::topic_event{msg.topic, e});
-  set_pending(self);
   schedule_flush(self, st.pending.events.size() >= st.settings.flush_events);
 }
 
