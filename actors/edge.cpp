@@ -170,10 +170,9 @@ void on_fill(edge_actor_type* self, const std::string& name, uint64_t sub_id,
     node_counters::add(st.counters->subscriptions, 1);
   }
   if (first > from) deliver_gap(*sub, name, from, std::min(first - 1, sub->fill_to), out);
-  std::vector<event> part;
-  for (auto& e : events)
-    if (e.seq <= sub->fill_to) part.push_back(std::move(e));
-  bool terminal = deliver(self, tp, *sub, name, part, out);
+  // Only the gap is filled from storage; what follows it comes from the held ring part.
+  std::erase_if(events, [to = sub->fill_to](const event& e) { return e.seq > to; });
+  bool terminal = deliver(self, tp, *sub, name, events, out);
   if (!terminal && sub->sent_seq < sub->fill_to && events.size() >= fill_chunk) {
     request_fill(self, name, sub_id, sub->sent_seq);
     return;
@@ -254,24 +253,8 @@ void on_replay(edge_actor_type* self, const std::string& name, uint64_t sub_id, 
     sub->acked = true;
     node_counters::add(st.counters->subscriptions, 1);
   }
-  auto& frames = st.scratch[index(sub->format)];
-  frames.clear();
-  if (r.gap && r.gap_to > sub->sent_seq)
-    frames.push_back(
-        encode_gap(std::max(r.gap_from, sub->sent_seq + 1), r.gap_to, sub->format, name));
-  bool terminal = false;
-  std::size_t events = 0;
-  for (auto& e : r.events) {
-    if (e.seq <= sub->sent_seq) continue;
-    auto f = cached_frame(tp, e, sub->format);
-    if (!f) f = encode_frame(e, sub->format, terminal_type(name, e.type), name);
-    terminal = terminal || f->terminal;
-    frames.push_back(std::move(f));
-    ++events;
-  }
-  if (!frames.empty()) out->on_frames(sub_id, frames.data(), frames.size());
-  frames.clear();
-  node_counters::add(st.counters->events_out, events);
+  if (r.gap) deliver_gap(*sub, name, r.gap_from, r.gap_to, out);
+  const bool terminal = deliver(self, tp, *sub, name, r.events, out);
   sub->sent_seq = std::max(sub->sent_seq, r.last_seq);
   sub->live = true;
   sub->from_now = false;

@@ -124,13 +124,8 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
   if (spec.resume_seq > 0) st.ring.reset(spec.resume_seq);
   if (st.storage.enabled()) {
     const auto resume = spec.resume_seq;
-    self->request(st.storage.actor, storage_timeout, load_atom::value, st.topic,
-                  static_cast<uint64_t>(spec.ring_capacity))
-        .await([=](stored_tail& tail) { restore(self, tail, resume); },
-               [=](caf::error& err) {
-                 spdlog::warn("room restore failed id={} error={} (continuing at seq {})",
-                              self->state.id, from_caf_error(err).message, resume);
-               });
+    restore_from_storage(self, st.storage, st.topic, spec.ring_capacity, resume,
+                         [=](stored_tail& tail) { restore(self, tail, resume); });
   }
   node_counters::add(counters->rooms_active, 1);
   self->attach_functor([counters] { node_counters::add(counters->rooms_active, -1); });

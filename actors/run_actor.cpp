@@ -198,13 +198,8 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
   if ((spec.resume_seq > 0 || spec.from_storage) && st.storage.enabled()) {
     // With a durable log: refill the ring first (await holds every other message meanwhile).
     const auto resume = spec.resume_seq;
-    self->request(st.storage.actor, storage_timeout, load_atom::value, st.topic,
-                  static_cast<uint64_t>(spec.ring_capacity))
-        .await([=](stored_tail& tail) { restore(self, tail, resume); },
-               [=](caf::error& err) {
-                 spdlog::warn("run restore failed id={} error={} (continuing at seq {})",
-                              self->state.info.id, from_caf_error(err).message, resume);
-               });
+    restore_from_storage(self, st.storage, st.topic, spec.ring_capacity, resume,
+                         [=](stored_tail& tail) { restore(self, tail, resume); });
   }
   if (spec.resume_seq == 0 && !spec.from_storage) persist_row(self);  // a new run
   if (spec.crashed) {

@@ -13,9 +13,12 @@
 //
 // The store's calls block: the node spawns this actor detached (its own thread).
 
+#include <spdlog/spdlog.h>
+
 #include <caf/stateful_actor.hpp>
 #include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "actors/counters.hpp"
@@ -59,5 +62,20 @@ struct storage_link {
   /// down in sync mode, or too much is waiting for it in any mode.
   bool refuses(const node_counters& c) const noexcept;
 };
+
+/// Before `self` handles any other message (await holds them in its mailbox), asks storage for
+/// `topic`'s tail — its last seq and at most `max_events` of its newest events — and hands it to
+/// `restore`. When storage cannot answer, the actor goes on from `resume_seq` (resumers then get a
+/// gap) and the failure is logged. Used by topics starting over a durable log.
+template <class Actor, class Restore>
+void restore_from_storage(Actor* self, const storage_link& link, const std::string& topic,
+                          std::size_t max_events, uint64_t resume_seq, Restore restore) {
+  self->request(link.actor, storage_timeout, load_atom::value, topic,
+                static_cast<uint64_t>(max_events))
+      .await(std::move(restore), [topic, resume_seq](caf::error& err) {
+        spdlog::warn("restore from storage failed topic={} error={} (continuing at seq {})", topic,
+                     from_caf_error(err).message, resume_seq);
+      });
+}
 
 }  // namespace relay
