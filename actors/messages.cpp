@@ -29,7 +29,10 @@ relay::error from_caf_error(const caf::error& e) {
       case caf::sec::request_timeout:
         return {errc::unavailable, "the request timed out"};
       case caf::sec::request_receiver_down:
-        return {errc::not_found, "no such run"};
+        // Only known topics are ever asked (unknown ids are answered by the shard): this one
+        // restarted after a crash or passivated while the request waited in its mailbox. The
+        // request was not carried out; a retry reaches the new incarnation.
+        return {errc::unavailable, "the topic restarted while the request was in flight; retry"};
       default:
         break;
     }

@@ -23,6 +23,8 @@
 //   (room_join_atom, room, caller, session_id)           → uint32_t user's sessions after joining
 //   (room_leave_atom, room, caller, session_id)          → uint32_t user's sessions after leaving
 //   (presence_atom, room, caller)                        → std::vector<presence_member>
+//   (fault_atom, topic)  → bool   ends the topic's actor abnormally (a crash its supervision must
+//   absorb); refused unless node_settings.fault_injection (set only by the relay-fault-test binary)
 //
 // run (one per run; owns seq, ring, status, inactivity timer, TTL):
 //   (get_atom, caller) → run_info; (append_atom, caller, events) → uint64_t;
@@ -117,6 +119,7 @@ using running_atom = caf::atom_constant<caf::atom("running")>;
 using history_atom = caf::atom_constant<caf::atom("history")>;
 using fill_atom = caf::atom_constant<caf::atom("fill")>;
 using retain_atom = caf::atom_constant<caf::atom("retain")>;
+using fault_atom = caf::atom_constant<caf::atom("fault")>;
 
 /// The error category of relay::errc inside caf::error.
 constexpr caf::atom_value error_category = caf::atom("relay");

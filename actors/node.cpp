@@ -215,6 +215,15 @@ void node::room_presence(const caller& who, std::string room,
       });
 }
 
+void node::inject_fault(std::string topic, callback<bool> done) {
+  if (!impl_->settings.fault_injection)
+    return done(result<bool>{errc::forbidden, "fault injection is not built into this server"});
+  auto shard = impl_->shard;
+  impl_->ask<bool>(std::move(done), [=, topic = std::move(topic)](auto* self) mutable {
+    return self->request(shard, request_timeout, fault_atom::value, std::move(topic));
+  });
+}
+
 void node::unsubscribe(uint64_t sub_id) {
   if (!impl_->stopped.load()) caf::anon_send(impl_->edge, unsubscribe_atom::value, sub_id);
 }

@@ -57,6 +57,9 @@ struct node_settings {
   unsigned room_idle_s = 300;
   std::size_t room_dedup_window = 10000;  // rooms.dedup_window: (user, client_msg_id) pairs kept
   storage_settings storage;
+  // Not a config key: only the relay-fault-test binary (tests/) sets it, to let its admin
+  // endpoint crash a topic's actor (node::inject_fault). The relay executable never does.
+  bool fault_injection = false;
 };
 
 /// What /health says about storage.
@@ -159,6 +162,11 @@ class node {
   /// The room's members, sorted by user.
   void room_presence(const caller& who, std::string room,
                      callback<std::vector<presence_member>> done);
+
+  /// Test builds only (node_settings.fault_injection, else forbidden): ends the actor of a topic
+  /// ("run:<id>" or "room:<id>") abnormally, as a crash would, so that its supervisor restarts it.
+  /// not_found when the topic has no active actor.
+  void inject_fault(std::string topic, callback<bool> done);
 
   /// Appends the actor layer's metrics (active runs, events in/out, replay hits, gaps, restarts…).
   void collect_metrics(std::vector<metric_sample>& out) const;

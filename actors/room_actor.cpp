@@ -124,8 +124,9 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
   if (spec.resume_seq > 0) st.ring.reset(spec.resume_seq);
   if (st.storage.enabled()) {
     const auto resume = spec.resume_seq;
-    restore_from_storage(self, st.storage, st.topic, spec.ring_capacity, resume,
-                         [=](stored_tail& tail) { restore(self, tail, resume); });
+    restore_from_storage(
+        self, st.storage, st.topic, spec.ring_capacity, resume,
+        [=](stored_tail& tail) { restore(self, tail, resume); }, [] {});
   }
   node_counters::add(counters->rooms_active, 1);
   self->attach_functor([counters] { node_counters::add(counters->rooms_active, -1); });

@@ -195,23 +195,31 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
     st.info.last_seq = spec.resume_seq;
     st.synthetic_emitted = spec.resume_seq;
   }
+  // What the run does on top of its log: end as crashed past the restart budget (its `error`
+  // event follows the restored events), stay replayable when taken over finished, or go on.
+  auto start = [self, crashed = spec.crashed] {
+    auto& st = self->state;
+    if (crashed) {
+      end_run(
+          self, run_status::failed, "crashed", "error",
+          R"({"code":"crashed","message":"the run crashed more often than its restart budget allows"})");
+    } else if (is_terminal(st.info.status)) {
+      // A finished run taken over from storage: replayable for its TTL, then passivated again.
+      self->delayed_send(self, seconds(st.request.ttl_s), passivate_atom::value);
+    } else {
+      arm_check(self, std::chrono::duration_cast<caf::timespan>(seconds(st.request.inactivity_s)));
+      if (st.info.kind == run_kind::synthetic) self->send(self, emit_atom::value);
+    }
+  };
   if ((spec.resume_seq > 0 || spec.from_storage) && st.storage.enabled()) {
     // With a durable log: refill the ring first (await holds every other message meanwhile).
     const auto resume = spec.resume_seq;
-    restore_from_storage(self, st.storage, st.topic, spec.ring_capacity, resume,
-                         [=](stored_tail& tail) { restore(self, tail, resume); });
-  }
-  if (spec.resume_seq == 0 && !spec.from_storage) persist_row(self);  // a new run
-  if (spec.crashed) {
-    end_run(
-        self, run_status::failed, "crashed", "error",
-        R"({"code":"crashed","message":"the run crashed more often than its restart budget allows"})");
-  } else if (is_terminal(st.info.status)) {
-    // A finished run taken over from storage: replayable for its TTL, then passivated again.
-    self->delayed_send(self, seconds(st.request.ttl_s), passivate_atom::value);
+    restore_from_storage(
+        self, st.storage, st.topic, spec.ring_capacity, resume,
+        [=](stored_tail& tail) { restore(self, tail, resume); }, start);
   } else {
-    arm_check(self, std::chrono::duration_cast<caf::timespan>(seconds(st.request.inactivity_s)));
-    if (st.info.kind == run_kind::synthetic) self->send(self, emit_atom::value);
+    if (spec.resume_seq == 0 && !spec.from_storage) persist_row(self);  // a new run
+    start();
   }
 
   return {

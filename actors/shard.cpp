@@ -411,6 +411,22 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
           const caller& who) -> caf::result<std::vector<presence_member>> {
         return to_room<std::vector<presence_member>>(self, room, presence_atom::value, who);
       },
+      [=](fault_atom, const std::string& topic) -> caf::result<bool> {
+        auto& st = self->state;
+        if (!st.settings.fault_injection)
+          return make_error(errc::forbidden, "fault injection is off");
+        caf::actor target;
+        if (topic.starts_with("run:")) {
+          if (auto rec = find(self, topic.substr(4))) target = rec->handle;
+        } else if (topic.starts_with("room:")) {
+          auto it = st.rooms.find(topic.substr(5));
+          if (it != st.rooms.end()) target = it->second.handle;
+        }
+        if (!target) return make_error(errc::not_found, "no active actor for " + topic);
+        spdlog::warn("fault injected topic={}", topic);
+        self->send_exit(target, make_error(errc::internal, "fault injected"));
+        return true;
+      },
       [=](ended_atom, run_info& info) {
         if (auto rec = find(self, info.id)) {
           rec->spec.info = std::move(info);

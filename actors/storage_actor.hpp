@@ -66,16 +66,24 @@ struct storage_link {
 /// Before `self` handles any other message (await holds them in its mailbox), asks storage for
 /// `topic`'s tail — its last seq and at most `max_events` of its newest events — and hands it to
 /// `restore`. When storage cannot answer, the actor goes on from `resume_seq` (resumers then get a
-/// gap) and the failure is logged. Used by topics starting over a durable log.
-template <class Actor, class Restore>
+/// gap) and the failure is logged. Either way `then()` runs next, still before any other message:
+/// what the topic does at start on top of its log (e.g. a run ending as crashed) belongs there.
+/// Used by topics starting over a durable log.
+template <class Actor, class Restore, class Then>
 void restore_from_storage(Actor* self, const storage_link& link, const std::string& topic,
-                          std::size_t max_events, uint64_t resume_seq, Restore restore) {
+                          std::size_t max_events, uint64_t resume_seq, Restore restore, Then then) {
   self->request(link.actor, storage_timeout, load_atom::value, topic,
                 static_cast<uint64_t>(max_events))
-      .await(std::move(restore), [topic, resume_seq](caf::error& err) {
-        spdlog::warn("restore from storage failed topic={} error={} (continuing at seq {})", topic,
-                     from_caf_error(err).message, resume_seq);
-      });
+      .await(
+          [restore = std::move(restore), then](stored_tail& tail) mutable {
+            restore(tail);
+            then();
+          },
+          [topic, resume_seq, then](caf::error& err) mutable {
+            spdlog::warn("restore from storage failed topic={} error={} (continuing at seq {})",
+                         topic, from_caf_error(err).message, resume_seq);
+            then();
+          });
 }
 
 }  // namespace relay

@@ -82,8 +82,27 @@ int serve(const relay::app_config& cfg) {
 
   if (auto warning = relay::insecure_secret_warning(cfg)) spdlog::warn("{}", *warning);
 
+#ifdef RELAY_FAULT_INJECTION
+  // The relay-fault-test binary (tests/CMakeLists.txt): the relay executable compiled with an
+  // admin endpoint that crashes a topic's actor, for the black-box supervision tests. Never in a
+  // default build: `relay` itself has neither the endpoint nor node_settings.fault_injection.
+  auto node_cfg = cfg.node;
+  node_cfg.fault_injection = true;
+  relay::node node(node_cfg);
+  relay::server server(cfg.server, node);
+  server.add_admin_action("fault", [&node](std::string topic, relay::admin_reply reply) {
+    node.inject_fault(std::move(topic), [reply = std::move(reply)](relay::result<bool> r) {
+      if (r)
+        reply(200, R"({"fault":"injected"})");
+      else
+        reply(relay::http_status(r.err().code), relay::error_body(r.err()));
+    });
+  });
+  spdlog::warn("fault injection is on (relay-fault-test): POST /v1/admin/fault/<topic>");
+#else
   relay::node node(cfg.node);
   relay::server server(cfg.server, node);
+#endif
   server.start();
   // Tests and scripts parse this line (with port 0 it is the only way to learn the port).
   std::printf("relay listening host=%s port=%u node=%s\n", cfg.server.host.c_str(),

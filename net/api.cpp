@@ -1,5 +1,7 @@
 #include "net/api.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/beast/core/string.hpp>
 #include <boost/json.hpp>
 #include <chrono>
@@ -81,6 +83,7 @@ void api::handle(request&& req, const session_ptr& s) {
   if (!r) {
     if (is_method_not_allowed(r.err()))
       return s->reply(method_not_allowed(allowed_methods(target)));
+    if (admin_action(req, s)) return;
     return s->reply(error_response(r.err()));
   }
   switch (r->what) {
@@ -129,6 +132,34 @@ void api::handle(request&& req, const session_ptr& s) {
       break;
   }
   s->reply(error_response(errc::not_found, "no such endpoint"));
+}
+
+bool api::admin_action(const request& req, const session_ptr& s) {
+  const auto& actions = state_.admin_actions();
+  if (actions.empty() || req.method() != http::verb::post) return false;
+  std::string_view path = req.target();
+  path = path.substr(0, path.find('?'));
+  constexpr std::string_view prefix = "/v1/admin/";
+  if (!path.starts_with(prefix)) return false;
+  path.remove_prefix(prefix.size());
+  const auto slash = path.find('/');
+  if (slash == std::string_view::npos) return false;
+  auto it = actions.find(path.substr(0, slash));
+  if (it == actions.end()) return false;
+  auto who = authenticate(req);
+  if (!who) {
+    s->reply(error_response(who.err()));
+  } else if (who->who != role::admin) {
+    s->reply(error_response(errc::forbidden, "admin role required"));
+  } else {
+    spdlog::warn("admin action {} by sub={}", std::string{req.target()}, who->sub);
+    it->second(std::string{path.substr(slash + 1)}, [s](unsigned status, std::string body) {
+      s->post_reply([status, body = std::move(body)]() mutable {
+        return json_response(static_cast<http::status>(status), std::move(body));
+      });
+    });
+  }
+  return true;
 }
 
 result<caller> api::authenticate(const request& req) const {

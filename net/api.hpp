@@ -54,6 +54,9 @@ class api {
   result<claims> verify_token(std::string_view token) const;
 
  private:
+  /// POST /v1/admin/<name>/<arg> for an action added with server::add_admin_action: answers it
+  /// (401/403/the action's answer) and returns true; false when no such action exists.
+  bool admin_action(const request& req, const std::shared_ptr<http_session>& s);
   /// The claims of the request's token (header, else `access_token`).
   result<claims> token_claims(const request& req) const;
   response health() const;

@@ -55,6 +55,11 @@ void server::start() {
                state.pool().size());
 }
 
+void server::add_admin_action(std::string name, admin_action action) {
+  std::lock_guard<std::mutex> guard{impl_->mutex};
+  impl_->state->admin_actions()[std::move(name)] = std::move(action);
+}
+
 uint16_t server::bound_port() const noexcept { return impl_->port; }
 
 // Stop accepting, ask every session to finish (answer in progress, SSE flush), wait a bounded

@@ -4,6 +4,7 @@
 // actor layer only through relay::node.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -35,12 +36,23 @@ struct server_settings {
   std::string public_url;                    // server.public_url, for events_url (empty: relative)
 };
 
+/// An extra `POST /v1/admin/<name>/<arg>` endpoint added by an embedding program: the
+/// relay-fault-test binary (tests/) adds `fault`; the relay executable adds none, so these paths
+/// answer 404 there. Only an `admin` token reaches it. Called on a session's thread with <arg> as
+/// written in the path (no percent-decoding); `reply(status, json_body)` must be called exactly
+/// once, from any thread.
+using admin_reply = std::function<void(unsigned status, std::string json_body)>;
+using admin_action = std::function<void(std::string arg, admin_reply reply)>;
+
 class server {
  public:
   server(server_settings settings, node& n);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
+
+  /// Adds an admin endpoint (see admin_action). Call before start().
+  void add_admin_action(std::string name, admin_action action);
 
   /// Binds and starts accepting on the Asio threads. Throws std::runtime_error if it cannot bind.
   void start();

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <string>
 
 #include "actors/node.hpp"
 #include "net/io_pool.hpp"
@@ -28,6 +30,12 @@ class server_state {
   session_registry& sessions() noexcept { return sessions_; }
   io_pool& pool() noexcept { return pool_; }
 
+  /// The admin endpoints an embedding program added (written before start(), then read-only).
+  std::map<std::string, admin_action, std::less<>>& admin_actions() noexcept { return admin_; }
+  const std::map<std::string, admin_action, std::less<>>& admin_actions() const noexcept {
+    return admin_;
+  }
+
   /// Seconds since the server was constructed (for /health).
   int64_t uptime_s() const noexcept {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
@@ -44,6 +52,7 @@ class server_state {
   const server_settings settings_;
   relay::node& node_;
   net_counters counters_;
+  std::map<std::string, admin_action, std::less<>> admin_;
   session_registry sessions_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::atomic<bool> halted_{false};

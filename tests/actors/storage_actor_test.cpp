@@ -276,6 +276,39 @@ TEST(storage_restart, a_crashed_run_restarts_from_storage_and_a_resumer_sees_no_
   EXPECT_EQ(resumed->seqs, iota(2, 4));
 }
 
+TEST(storage_restart, past_the_restart_budget_the_error_event_follows_the_stored_events) {
+  temp_dir dir;
+  auto db = open_db(dir.path);
+  struct node_t : durable_node {
+    using durable_node::durable_node;
+    void TestBody() override {}
+    caf::actor run_handle(const std::string& id) {
+      return caf::actor_cast<shard_actor_type*>(shard)->state.runs.at(id).handle;
+    }
+  } n{durability::batched, db};
+  auto run = n.create_external();
+  ASSERT_TRUE(run.ok());
+  const auto& id = run->info.id;
+  ASSERT_EQ(n.append(id, 3).value(), 3u);
+  auto live = n.subscribe("run:" + id, 0, worker);
+  for (int i = 0; i < 10 && n.counters.crashes_final.load() == 0; ++i) {
+    caf::anon_send_exit(n.run_handle(id), caf::exit_reason::kill);
+    n.fx.sched.run();
+  }
+  ASSERT_EQ(n.counters.crashes_final.load(), 1u);
+  // The crashed incarnation restored 1..3 from storage before it ended: its error event is 4,
+  // delivered to the live subscriber and stored, never a second seq 1 or a hole.
+  EXPECT_EQ(live->seqs, iota(1, 4));
+  EXPECT_EQ(live->gaps, 0);
+  n.advance(20ms);  // the group commit
+  EXPECT_EQ(n.stored("run:" + id), iota(1, 4));
+  auto row = db->load_run(id);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->info.status, run_status::failed);
+  EXPECT_EQ(row->info.reason, "crashed");
+  EXPECT_EQ(row->info.last_seq, 4u);
+}
+
 TEST_F(batched_node, a_resume_older_than_the_ring_is_filled_from_storage_without_a_gap) {
   auto run = create_external();
   ASSERT_TRUE(run.ok());

@@ -1,6 +1,8 @@
 // Starts and stops the relay binary for black-box tests, mints tokens, and talks HTTP to it.
 //
 // RELAY_BIN: path of the relay executable (default ../../build/relay relative to tests/integration).
+// RELAY_FAULT_BIN: the relay-fault-test executable (relay with POST /v1/admin/fault/<topic>; default
+// beside RELAY_BIN), for the supervision tests: startServer(flags, { bin: RELAY_FAULT_BIN }).
 // Every server listens on 127.0.0.1 with an ephemeral port and runs in a fresh temporary working
 // directory (so no config file or data of the repository leaks in). stop() sends SIGTERM to the PID
 // it started and requires exit code 0 (clean shutdown is part of the contract); only past a
@@ -19,6 +21,9 @@ export const TESTS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url
 export const RELAY_BIN = process.env.RELAY_BIN
   ? path.resolve(process.env.RELAY_BIN)
   : path.resolve(TESTS_DIR, '../../build/relay');
+export const RELAY_FAULT_BIN = process.env.RELAY_FAULT_BIN
+  ? path.resolve(process.env.RELAY_FAULT_BIN)
+  : path.join(path.dirname(RELAY_BIN), 'relay-fault-test');
 
 /// The HS256 secret every test server is started with (tokens are minted locally with it).
 export const SECRET = 'integration-test-secret-6f1c2d9a8b7e4f30';
@@ -36,16 +41,16 @@ function tail(text, n = 6000) {
 
 /// Starts `relay --port 0 --host 127.0.0.1 --auth.jwt_secret=SECRET --key=value…`.
 /// flags: {"runs.ring_capacity": 50, ...}. Resolves {port, url, pid, output(), stop(), kill9()}.
-export async function startServer(flags = {}, { readyTimeoutMs = 10_000 } = {}) {
-  if (!existsSync(RELAY_BIN)) {
-    throw new Error(`relay binary not found at ${RELAY_BIN} (set RELAY_BIN)`);
+export async function startServer(flags = {}, { readyTimeoutMs = 10_000, bin = RELAY_BIN } = {}) {
+  if (!existsSync(bin)) {
+    throw new Error(`relay binary not found at ${bin} (set RELAY_BIN / RELAY_FAULT_BIN)`);
   }
   const all = { 'auth.jwt_secret': SECRET, ...flags };
   const args = ['--port', '0', '--host', '127.0.0.1'];
   for (const [k, v] of Object.entries(all)) args.push(`--${k}=${v}`);
 
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'relay-it-'));
-  const child = spawn(RELAY_BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   let out = '';
   const append = (chunk) => {
