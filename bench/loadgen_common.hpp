@@ -639,9 +639,11 @@ class HttpClient {
   }
 };
 
-// GET /metrics (Prometheus text): name → value for unlabelled samples; empty on failure.
+// GET /metrics (Prometheus text): name → value for unlabelled samples; empty on failure or when
+// port is 0 (a peer server that has no /metrics: not even asked).
 inline std::map<std::string, double> scrape_metrics(int port) {
   std::map<std::string, double> m;
+  if (port <= 0) return m;
   HttpClient c(port);
   HttpResponse r;
   std::string err;
@@ -708,6 +710,11 @@ struct CommonOptions {
   double idle_settle = 1.0;
   double max_seconds = 240;
   std::string label;
+  // The server under test: relay, or a peer of bench/peers/ (run-peers-bench). A peer changes only
+  // the URLs, the publish request and the framing; what is measured stays the same.
+  std::string peer = "relay";
+  std::string channel;  // peers: the channel / topic name (default: bench-<start time>)
+  bool is_peer() const { return peer != "relay"; }
 };
 
 /// Parses argv into o: the shared options here, the others through extra(name, value) → handled?
@@ -784,6 +791,10 @@ void parse_options(int argc, char** argv, Opts& o, void (*usage)(), Extra extra)
       o.max_seconds = std::atof(v().c_str());
     else if (a == "--label")
       o.label = v();
+    else if (a == "--peer")
+      o.peer = v();
+    else if (a == "--channel")
+      o.channel = v();
     else if (a == "--quiet")
       g_verbose = false;
     else if (a == "-h" || a == "--help") {
@@ -802,6 +813,9 @@ void parse_options(int argc, char** argv, Opts& o, void (*usage)(), Extra extra)
     die("--port is required");
   }
   if (o.connect_concurrency < 1) o.connect_concurrency = 1;
+  if (o.peer != "relay" && o.peer != "nchan" && o.peer != "nodehub" && o.peer != "socketio")
+    die("unknown --peer %s (relay, nchan, nodehub, socketio)", o.peer.c_str());
+  if (o.channel.empty()) o.channel = "bench-" + std::to_string((mono_ns() / 1000000) % 1000000);
 }
 
 /// Mints the tokens the options do not give (`relay token` through --relay-bin).
@@ -852,15 +866,32 @@ inline bool complete_run(HttpClient& http, const CommonOptions& o, const std::st
   return ok;
 }
 
+/// Peers: publishes {"type":"complete"} on the channel (no seq: it is not a delta), on a fresh
+/// connection; the subscribers close their streams when they see it. False (logged) on failure.
+inline bool peer_complete(HttpClient& http, const std::string& pub_path) {
+  HttpResponse resp;
+  std::string err;
+  http.close();
+  bool ok = http.request("POST", pub_path, "", "{\"type\":\"complete\"}", resp, 10, err) &&
+            resp.status >= 200 && resp.status <= 299;
+  if (!ok) logf("complete failed: %s %d %s", err.c_str(), resp.status, resp.body.c_str());
+  return ok;
+}
+
 // ---------------------------------------------------------------------------------------------
 // the run producer
 
 struct ProduceSpec {
-  std::string events_path;  // /v1/runs/{id}/events
-  std::string token;        // service token
-  bool rate = false;        // rate mode: one event per POST on a fixed schedule; else flood
-  long total = 0;           // events to post
-  int batch = 1;            // events per POST (flood; > 1 posts a JSON array)
+  std::string events_path;  // /v1/runs/{id}/events (peers: /pub?id=CH)
+  std::string token;        // service token (peers: none)
+  // Peers (nchan, nodehub): each POST is one message, the whole event JSON as Relay would store
+  // it, with the seq numbered here (the peers' own ids are not seqs): {"seq":S,"type":"delta",
+  // "data":{"t":T,"p":".."},"ts":ms}. Any 2xx answers it; last_seq is the last seq answered.
+  bool peer = false;
+  uint64_t first_seq = 1;  // peers: the seq of the first event posted
+  bool rate = false;       // rate mode: one event per POST on a fixed schedule; else flood
+  long total = 0;          // events to post
+  int batch = 1;           // events per POST (flood; > 1 posts a JSON array)
   double rate_per_s = 0;
   int event_bytes = 200;  // target size of the server's stored event JSON
   size_t inflight = 16;   // POSTs in flight (pipelined)
@@ -889,7 +920,7 @@ inline ProduceResult produce_events(HttpClient& http, const ProduceSpec& s) {
   int fixed = 50 + digits(uint64_t(s.total)) + 13 + digits(mono_ns() + 3600ull * 1000000000ull);
   r.padlen = std::max(0, s.event_bytes - fixed);
   std::string pad(size_t(r.padlen), 'x');
-  const int batch = s.rate ? 1 : s.batch;
+  const int batch = s.rate || s.peer ? 1 : s.batch;
   std::string body;
   body.reserve(size_t(batch) * size_t(s.event_bytes + 64) + 16);
   HttpResponse resp;
@@ -900,6 +931,7 @@ inline ProduceResult produce_events(HttpClient& http, const ProduceSpec& s) {
   uint64_t produce_deadline = w0 + uint64_t(s.timeout_s * 1e9);
   const uint64_t period_ns = s.rate ? uint64_t(1e9 / s.rate_per_s) : 0;
   std::deque<std::pair<uint64_t, int>> outstanding;  // send stamp, events in that POST
+  std::deque<uint64_t> outstanding_seq;              // peers: the seq each POST carries
   auto post_fail = [&](const std::string& what) {
     ++r.post_errors;
     if (r.first_post_error.empty()) r.first_post_error = what;
@@ -925,7 +957,21 @@ inline ProduceResult produce_events(HttpClient& http, const ProduceSpec& s) {
       uint64_t t = mono_ns();
       char tbuf[24];
       std::snprintf(tbuf, sizeof tbuf, "%" PRIu64, t);
-      for (int j = 0; j < b; ++j) {
+      if (s.peer) {
+        const uint64_t seq = s.first_seq + uint64_t(r.sent);
+        char head[48], tail[40];
+        std::snprintf(head, sizeof head,
+                      "{\"seq\":%" PRIu64 ",\"type\":\"delta\",\"data\":{\"t\":", seq);
+        std::snprintf(tail, sizeof tail, "\"},\"ts\":%013" PRIu64 "}",
+                      uint64_t(time(nullptr) * 1000));
+        body += head;
+        body += tbuf;
+        body += ",\"p\":\"";
+        body += pad;
+        body += tail;
+        outstanding_seq.push_back(seq);
+      }
+      for (int j = 0; j < b && !s.peer; ++j) {
         if (j) body += ',';
         body += "{\"type\":\"delta\",\"data\":{\"t\":";
         body += tbuf;
@@ -969,6 +1015,16 @@ inline ProduceResult produce_events(HttpClient& http, const ProduceSpec& s) {
       }
       r.ack_hist.record(t_ans - outstanding.front().first);
       outstanding.pop_front();
+      if (s.peer) {
+        const uint64_t seq = outstanding_seq.front();
+        outstanding_seq.pop_front();
+        if (resp.status < 200 || resp.status > 299) {
+          post_fail("HTTP " + std::to_string(resp.status) + " " + resp.body.substr(0, 300));
+          break;
+        }
+        r.last_seq = std::max(r.last_seq, seq);
+        continue;
+      }
       if (resp.status != 202) {
         post_fail("HTTP " + std::to_string(resp.status) + " " + resp.body.substr(0, 300));
         break;

@@ -18,6 +18,11 @@
 //     other processes).
 //
 // Modes: flood, rate, idle (C idle connections → server RSS per connection).
+// --peer nchan|nodehub (bench/peers/, bench/run-peers-bench) measures the same against a peer:
+// subscribers `GET /sub/CH` (Accept: text/event-stream), the producer `POST /pub?id=CH` with one
+// event per POST whose JSON carries the seq (the peers' SSE ids are not seqs: Nchan's look like
+// `time:tag`), so the strict +1 check reads the seq from the data; `complete` is a message too,
+// after which the subscriber closes the stream itself. Relay's behaviour and output are unchanged.
 // Every phase has a deadline and a watchdog (SIGALRM) ends the process after --max-seconds.
 // Output: human-readable lines, then one `RESULT key=value ...` line for scripts.
 // The producer, /proc sampling, histogram and HTTP client are shared with ws_loadgen
@@ -67,6 +72,8 @@ void usage() {
       "  --idle-settle S         idle mode: wait before the RSS sample (default 1)\n"
       "  --max-seconds S         watchdog for the whole process (default 240)\n"
       "  --label TEXT            label printed in the RESULT line\n"
+      "  --peer relay|nchan|nodehub  the server under test (default relay; peers: bench/peers/)\n"
+      "  --channel NAME          peers: the channel (default bench-<start time>)\n"
       "  --quiet                 no progress lines on stderr\n");
 }
 
@@ -78,6 +85,7 @@ Options parse_args(int argc, char** argv) {
   if (o.subs < 1 || o.connections < 1 || o.events < 1 || o.batch < 1 || o.rate <= 0 ||
       o.duration <= 0)
     die("counts, rate and duration must be positive");
+  if (o.peer == "socketio") die("--peer socketio is a WebSocket peer: use ws_loadgen");
   return o;
 }
 
@@ -102,8 +110,10 @@ struct Conn {
   bool reached = false;  // last_seq >= target
   // current frame
   bool f_has_id = false, f_has_t = false;
+  bool f_has_seq = false;  // peers: the seq read from the data
+  bool close_now = false;  // peers: the stream saw `complete`; we close it
   uint8_t f_event = evNone;
-  uint64_t f_id = 0;
+  uint64_t f_id = 0, f_seq = 0;
   uint64_t f_t = 0;
   uint64_t last_seq = 0;
   uint64_t deliveries = 0;
@@ -131,12 +141,13 @@ struct Shared {
 
 class Subscribers {
  public:
-  Subscribers(int port, Shared& sh, int n, int concurrency, std::string request)
+  Subscribers(int port, Shared& sh, int n, int concurrency, std::string request, bool peer)
       : conns(size_t(n)),
         port_(port),
         sh_(sh),
         concurrency_(concurrency),
-        req_(std::move(request)) {}
+        req_(std::move(request)),
+        peer_(peer) {}
 
   void run() {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
@@ -172,6 +183,7 @@ class Subscribers {
   Shared& sh_;
   int concurrency_;
   std::string req_;
+  bool peer_;
   int ep_ = -1;
   size_t next_ = 0;
   int pending_ = 0;
@@ -246,6 +258,7 @@ class Subscribers {
       sh_.bytes.fetch_add(uint64_t(n), std::memory_order_relaxed);
       sh_.reads.fetch_add(1, std::memory_order_relaxed);
       consume_(c, buf_, size_t(n));
+      if (c.close_now && c.fd >= 0) on_eof_(c, "closed by us after complete");
       return;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
@@ -288,6 +301,7 @@ class Subscribers {
       c.chunked = l.find("transfer-encoding: chunked") != std::string::npos ||
                   l.find("transfer-encoding:chunked") != std::string::npos;
       c.state = kStreaming;
+      if (peer_) establish_(c);  // Nchan sends no retry: line; the 200 means subscribed
       std::string rest = c.hdr.substr(he + 4);
       std::string().swap(c.hdr);
       if (!rest.empty()) body_(c, rest.data(), rest.size());
@@ -389,6 +403,7 @@ class Subscribers {
     }
     if (field == "data") {
       frame_bytes_sum += len + 1;
+      if (peer_) peer_data_(c, value);
       // latency stamp: the first "t": in the event JSON is the producer's (keys:
       // seq,type,data{t,p},ts)
       size_t tp = value.find("\"t\":");
@@ -445,6 +460,23 @@ class Subscribers {
     }
   }
 
+  // Peers: the seq is the first field of the event JSON the producer posted; a message without one
+  // is the producer's {"type":"complete"}.
+  void peer_data_(Conn& c, std::string_view value) {
+    static constexpr std::string_view kSeq = "{\"seq\":";
+    if (value.substr(0, kSeq.size()) == kSeq) {
+      uint64_t v = 0;
+      size_t p = kSeq.size();
+      for (; p < value.size() && value[p] >= '0' && value[p] <= '9'; ++p)
+        v = v * 10 + uint64_t(value[p] - '0');
+      c.f_seq = v;
+      c.f_has_seq = p > kSeq.size();
+      if (c.f_event == evNone) c.f_event = evDelta;
+    } else if (value.find("\"type\":\"complete\"") != std::string_view::npos) {
+      c.f_event = evComplete;
+    }
+  }
+
   void dispatch_(Conn& c) {
     if (!c.f_has_id && c.f_event == evNone && !c.f_has_t)
       return;  // empty frame (e.g. after retry:)
@@ -454,8 +486,8 @@ class Subscribers {
       establish_(c);
     }
     bool dup = false;
-    if (c.f_has_id) {
-      uint64_t s = c.f_id;
+    if (peer_ ? c.f_has_seq : c.f_has_id) {
+      uint64_t s = peer_ ? c.f_seq : c.f_id;
       if (s <= c.last_seq) {
         dup = true;
         ++c.dups;
@@ -478,6 +510,7 @@ class Subscribers {
           c.got_complete = true;
           sh_.completed.fetch_add(1, std::memory_order_relaxed);
         }
+        if (peer_) c.close_now = true;  // a peer keeps the stream open: we end it
         break;
       case evGap:
         ++c.gaps;
@@ -493,7 +526,7 @@ class Subscribers {
       c.reached = true;
       sh_.reached.fetch_add(1, std::memory_order_relaxed);
     }
-    c.f_has_id = c.f_has_t = false;
+    c.f_has_id = c.f_has_t = c.f_has_seq = false;
     c.f_event = evNone;
   }
 
@@ -525,16 +558,25 @@ int main(int argc, char** argv) {
   signal(SIGALRM, on_alarm);
   alarm(unsigned(std::ceil(o.max_seconds)));
   ensure_nofile((o.mode == "idle" ? o.connections : o.subs) + 64);
-  ensure_tokens(o);
+  if (!o.is_peer()) ensure_tokens(o);  // peers take no tokens
 
   HttpClient http(o.port);
-  // Create the run (as the service, on behalf of the subscribers' user).
-  std::string run_id = create_run(http, o);
-  logf("run %s created (%s mode)", run_id.c_str(), o.mode.c_str());
+  const bool peer = o.is_peer();
+  // Relay: create the run (as the service, on behalf of the subscribers' user). Peers: a channel.
+  std::string run_id = peer ? o.channel : create_run(http, o);
+  logf("%s %s %s (%s mode)", peer ? "channel" : "run", run_id.c_str(),
+       peer ? ("on " + o.peer).c_str() : "created", o.mode.c_str());
+  const std::string pub_path = "/pub?id=" + o.channel;
+  // Peers have no /metrics: port 0 skips the scrape around the window.
+  const int metrics_port = peer ? 0 : o.port;
+  auto complete = [&] {
+    return peer ? peer_complete(http, pub_path) : complete_run(http, o, run_id);
+  };
 
   const bool idle = o.mode == "idle";
   const int n = idle ? o.connections : o.subs;
-  std::string req = "GET /v1/runs/" + run_id + "/events?access_token=" + o.user_token +
+  std::string req = (peer ? "GET /sub/" + o.channel
+                          : "GET /v1/runs/" + run_id + "/events?access_token=" + o.user_token) +
                     " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(o.port) +
                     "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
 
@@ -543,7 +585,7 @@ int main(int argc, char** argv) {
   uint64_t tcp_pages_start = tcp_mem_pages();
 
   Shared sh;
-  Subscribers subs(o.port, sh, n, o.connect_concurrency, req);
+  Subscribers subs(o.port, sh, n, o.connect_concurrency, req, peer);
   uint64_t t_conn0 = mono_ns();
   std::thread sub_thread([&] { subs.run(); });
   auto stop_subs = [&] {
@@ -567,7 +609,7 @@ int main(int argc, char** argv) {
     ProcSample srv_idle = sample_proc(o.server_pid);
     uint64_t tcp_pages_idle = tcp_mem_pages();
     // Complete the run so that the server closes every stream, then wait (bounded).
-    bool completed_ok = complete_run(http, o, run_id);
+    bool completed_ok = complete();
     wait_until(
         [&] {
           return sh.closed_after_complete.load() + sh.closed_early.load() >= sh.established.load();
@@ -632,11 +674,12 @@ int main(int argc, char** argv) {
   // ---- produce ----
   const bool rate = o.mode == "rate";
   ProduceSpec spec;
-  spec.events_path = "/v1/runs/" + run_id + "/events";
-  spec.token = o.service_token;
+  spec.events_path = peer ? pub_path : "/v1/runs/" + run_id + "/events";
+  spec.token = peer ? std::string() : o.service_token;
+  spec.peer = peer;
   spec.rate = rate;
   spec.total = rate ? long(std::llround(o.rate * o.duration)) : o.events;
-  spec.batch = rate ? 1 : o.batch;
+  spec.batch = rate || peer ? 1 : o.batch;  // a peer's POST is one message
   spec.rate_per_s = o.rate;
   spec.event_bytes = o.event_bytes;
   spec.inflight = size_t(o.inflight > 0 ? o.inflight : (rate ? 64 : 16));
@@ -644,7 +687,7 @@ int main(int argc, char** argv) {
   const int batch = spec.batch;
   const size_t inflight = spec.inflight;
 
-  WindowSample ws0 = sample_window_begin(o.port, o.server_pid);
+  WindowSample ws0 = sample_window_begin(metrics_port, o.server_pid);
   ProduceResult pr = produce_events(http, spec);
   const uint64_t w0 = pr.t_start, w_prod_end = pr.t_end;
   const uint64_t last_seq = pr.last_seq;
@@ -657,13 +700,13 @@ int main(int argc, char** argv) {
     drained = wait_until([&] { return sh.all_reached_ns.load() != 0; }, o.drain_timeout, 1);
   }
   uint64_t w1 = drained ? sh.all_reached_ns.load() : mono_ns();
-  WindowSample ws1 = sample_window_end(o.port, o.server_pid);
+  WindowSample ws1 = sample_window_end(metrics_port, o.server_pid);
   uint64_t deliveries_window = sh.deliveries.load();
   logf("drain %s after %.3f s", drained ? "complete" : "DEADLINE HIT",
        double(mono_ns() - w0) / 1e9);
 
   // ---- complete and wait for every subscriber to see it ----
-  bool completed_ok = complete_run(http, o, run_id);
+  bool completed_ok = complete();
   bool all_complete = wait_until(
       [&] {
         return sh.closed_after_complete.load() + sh.closed_early.load() >= sh.established.load();
