@@ -24,9 +24,15 @@
 //   idle   --connections idle connections after `hello` (with --idle-rooms K > 0 each joins one of
 //          K rooms first) → server RSS per connection.
 // Every mode ends with the close handshake from our side (1000), whose answers are counted.
-// Every phase has a deadline and a watchdog (SIGALRM) ends the process after --max-seconds.
-// Output: human-readable lines, then one `RESULT key=value ...` line for scripts (the keys of
-// sse_loadgen where the figure is the same).
+// --peer socketio (chat and idle; bench/peers/socketio_server.mjs, bench/run-peers-bench) speaks
+// Engine.IO v4 / Socket.IO v5 over the same WebSocket code instead of Relay's ops:
+// `GET /socket.io/?EIO=4&transport=websocket`, the server's `0{..}` open answered `40`, `40{..}` is
+// the hello, join is `420["join",room]` (ack `430[{"last_seq"}]`), a send `421["send",{room,text,
+// data}]` (ack `431[{"seq"}]`), deliveries `42["message",{"room","seq",..,"data":{"t"}}]`, pings
+// `2` answered `3`. The seqs, stamps and the measurement are the same as against Relay. Every phase
+// has a deadline and a watchdog (SIGALRM) ends the process after --max-seconds. Output:
+// human-readable lines, then one `RESULT key=value ...` line for scripts (the keys of sse_loadgen
+// where the figure is the same).
 
 #include <openssl/evp.h>
 #include <sys/epoll.h>
@@ -92,6 +98,7 @@ void usage() {
       "  --idle-settle S         idle: wait before the RSS sample (default 1)\n"
       "  --max-seconds S         watchdog for the whole process (default 240)\n"
       "  --label TEXT            label printed in the RESULT line\n"
+      "  --peer relay|socketio   the server under test (default relay; socketio: chat and idle)\n"
       "  --quiet                 no progress lines on stderr\n");
 }
 
@@ -123,6 +130,10 @@ Options parse_args(int argc, char** argv) {
       o.idle_rooms < 0)
     die("counts, rates and durations must be positive");
   if (o.source_addrs < 1 || o.source_addrs > 250) die("--source-addrs must be 1..250");
+  if (o.is_peer() && o.peer != "socketio")
+    die("--peer %s is an SSE peer: use sse_loadgen", o.peer.c_str());
+  if (o.peer == "socketio" && o.mode != "chat" && o.mode != "idle")
+    die("--peer socketio runs the chat and idle modes only");
   return o;
 }
 
@@ -283,6 +294,7 @@ class Engine {
     int port = 0;
     int concurrency = 256;
     int source_addrs = 1;
+    bool sio = false;                 // --peer socketio: Engine.IO v4 / Socket.IO v5 framing
     std::string run_topic;            // flood/rate: run:<id>
     std::vector<std::string> groups;  // chat/idle joined: room ids
     std::string shared_token;         // when tokens is empty
@@ -419,7 +431,8 @@ class Engine {
     }
     c.key = base64(raw, sizeof raw);
     const std::string& tok = s_.tokens.empty() ? s_.shared_token : s_.tokens[i];
-    c.out = "GET /v1/ws?access_token=" + tok +
+    c.out = (s_.sio ? std::string("GET /socket.io/?EIO=4&transport=websocket")
+                    : "GET /v1/ws?access_token=" + tok) +
             " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(s_.port) +
             "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + c.key +
             "\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -658,6 +671,7 @@ class Engine {
   void send_op_(uint32_t i, Conn& c, std::string_view json) { send_frame_(i, c, opText, json); }
 
   bool text_(uint32_t i, Conn& c, std::string_view t) {
+    if (s_.sio) return sio_text_(i, c, t);
     static constexpr std::string_view kPrefix = "{\"op\":\"";
     if (t.substr(0, kPrefix.size()) != kPrefix) {
       ++unexpected;
@@ -701,6 +715,79 @@ class Engine {
       return true;
     }
     if (rest.starts_with("pong\"")) return true;
+    ++unexpected;
+    return true;
+  }
+
+  // One Engine.IO packet (--peer socketio): what text_ does for Relay's ops.
+  bool sio_text_(uint32_t i, Conn& c, std::string_view t) {
+    static constexpr std::string_view kMessage = "42[\"message\",";
+    if (t.starts_with(kMessage)) {  // a delivery: {"room":"..","seq":N,"user":..,"data":{"t":..}}
+      std::string_view room = str_field(t, "{\"room\":\"", kMessage.size());
+      if (room != s_.groups[c.group]) {
+        ++c.wrong_topic;
+        return true;
+      }
+      uint64_t seq = 0;
+      size_t sp = t.find("\"seq\":", kMessage.size());
+      if (sp == std::string_view::npos || !num_field(t, "\"seq\":", seq, sp)) {
+        ++unexpected;
+        return true;
+      }
+      deliver_(c, seq, "message", t, sp);
+      return true;
+    }
+    if (t == "2") {  // the server's heartbeat ping
+      ++pings;
+      send_op_(i, c, "3");
+      return c.fd >= 0;
+    }
+    if (t.starts_with("430")) {  // the join's ack: [{"room":..,"last_seq":N}]
+      if (c.acked) {
+        ++unexpected;
+        return true;
+      }
+      c.acked = true;
+      uint64_t ls = 0;
+      num_field(t, "\"last_seq\":", ls);
+      if (c.any_event && c.first_seq != ls + 1)
+        c.lost += c.first_seq > ls + 1 ? c.first_seq - ls - 1 : 0;
+      c.base = ls;
+      establish_(c);
+      return true;
+    }
+    if (t.starts_with("431")) {  // a send's ack: [{"seq":N}]
+      uint64_t seq = 0;
+      if (!c.send_stamps.empty()) {
+        ack_hist.record(now_ - c.send_stamps.front());
+        c.send_stamps.pop_front();
+      }
+      if (num_field(t, "\"seq\":", seq)) {
+        room_max_seq_[c.group] = std::max(room_max_seq_[c.group], seq);
+        room_acked_[c.group]++;
+      }
+      sh_.send_acks.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    if (t.starts_with("40")) {  // connected to the default namespace: the hello
+      if (c.hello) return true;
+      c.hello = true;
+      sh_.hellos.fetch_add(1, std::memory_order_relaxed);
+      if (!s_.groups.empty())
+        send_op_(i, c, "420[\"join\",\"" + s_.groups[c.group] + "\"]");
+      else
+        establish_(c);  // idle, connected only
+      return c.fd >= 0;
+    }
+    if (t.starts_with("0{")) {  // Engine.IO open: connect to the default namespace
+      send_op_(i, c, "40");
+      return c.fd >= 0;
+    }
+    if (t.starts_with("44") || t.starts_with("41")) {  // connect error, disconnect
+      ++error_ops;
+      if (first_error_op.empty()) first_error_op = std::string(t.substr(0, 300));
+      return true;
+    }
     ++unexpected;
     return true;
   }
@@ -786,6 +873,13 @@ class Engine {
       ++c.wrong_topic;
       return true;
     }
+    deliver_(c, seq, type, t, data_pos);
+    return true;
+  }
+
+  // One event of c's topic with its seq: the strict +1 check, the latency of a delta or message
+  // (the sender's stamp "t": is read from data_pos on), complete, errors.
+  void deliver_(Conn& c, uint64_t seq, std::string_view type, std::string_view t, size_t data_pos) {
     bool dup = false;
     if (!c.acked) ++c.pre_ack;
     if (!c.any_event) {
@@ -829,7 +923,6 @@ class Engine {
       ++c.errors;
     }
     mark_reached_(c);
-    return true;
   }
 
   uint64_t cur_seq_(const Conn& c) const { return c.any_event ? c.last_seq : c.base; }
@@ -919,13 +1012,13 @@ class Engine {
       char num[48];
       std::snprintf(num, sizeof num, "%" PRIu64 ",\"s\":%u", stamp, idx);
       op_buf_.clear();
-      op_buf_ += "{\"op\":\"send\",\"room\":\"";
+      op_buf_ += s_.sio ? "421[\"send\",{\"room\":\"" : "{\"op\":\"send\",\"room\":\"";
       op_buf_ += s_.groups[c.group];
       op_buf_ += "\",\"text\":\"";
       op_buf_ += s_.text;
       op_buf_ += "\",\"data\":{\"t\":";
       op_buf_ += num;
-      op_buf_ += "},\"ref\":\"m\"}";
+      op_buf_ += s_.sio ? "}}]" : "},\"ref\":\"m\"}";
       c.send_stamps.push_back(stamp);
       sh_.sends.fetch_add(1, std::memory_order_relaxed);
       send_op_(idx, c, op_buf_);
@@ -1015,7 +1108,8 @@ int main(int argc, char** argv) {
   const bool chat = o.mode == "chat", idle = o.mode == "idle", rate = o.mode == "rate";
   const int n = chat ? o.rooms * o.members : idle ? o.connections : o.subs;
   ensure_nofile(n + 64);
-  ensure_tokens(o);
+  const bool sio = o.peer == "socketio";
+  if (!sio) ensure_tokens(o);  // Socket.IO takes no tokens
   std::string label = o.label.empty() ? o.mode : o.label;
 
   HttpClient http(o.port);
@@ -1024,6 +1118,9 @@ int main(int argc, char** argv) {
   setup.concurrency = o.connect_concurrency;
   setup.source_addrs = o.source_addrs;
   setup.shared_token = o.user_token;
+  setup.sio = sio;
+  // Socket.IO has no /metrics: port 0 skips the scrape around the window.
+  const int metrics_port = sio ? 0 : o.port;
   std::string run_id;
   // Room names carry the start time, so a server that keeps rooms between runs starts fresh ones.
   const std::string room_tag = std::to_string((mono_ns() / 1000000) % 1000000);
@@ -1041,7 +1138,7 @@ int main(int argc, char** argv) {
     setup.run_topic = "run:" + run_id;
     logf("run %s created (%s mode)", run_id.c_str(), o.mode.c_str());
   }
-  if ((chat || idle) && !o.jwt_secret.empty()) {
+  if ((chat || idle) && !o.jwt_secret.empty() && !sio) {
     // One user per connection, as real chat members are (presence lists users).
     const int64_t now_s = int64_t(time(nullptr));
     setup.tokens.reserve(size_t(n));
@@ -1057,7 +1154,7 @@ int main(int argc, char** argv) {
   // Chat and idle make no HTTP request before their baseline, unlike the fan-out modes (and every
   // sse_loadgen mode) whose run is created first: one /metrics scrape warms the server the same
   // way.
-  if (chat || idle) scrape_metrics(o.port);
+  if (chat || idle) scrape_metrics(metrics_port);
   ProcSample srv_start = sample_proc(o.server_pid);
   if (o.server_pid > 0 && !srv_start.ok) die("cannot read /proc/%d", int(o.server_pid));
   uint64_t tcp_pages_start = tcp_mem_pages();
@@ -1090,7 +1187,7 @@ int main(int argc, char** argv) {
                                           : "subscribed",
        setup_s, sh.failed_setup.load(), all_up ? "" : ", connect deadline hit");
   // Presence from the joins goes on for a while after the last ack: let it settle (bounded).
-  if (chat || (idle && o.idle_rooms > 0)) {
+  if ((chat || (idle && o.idle_rooms > 0)) && !sio) {  // Socket.IO: no presence
     wait_until(
         [&] {
           uint64_t lp = sh.last_presence_ns.load();
@@ -1183,7 +1280,7 @@ int main(int argc, char** argv) {
   Integrity ig;
 
   if (chat) {
-    ws0 = sample_window_begin(o.port, o.server_pid);
+    ws0 = sample_window_begin(metrics_port, o.server_pid);
     w0 = mono_ns();
     sh.send_start_ns.store(w0);
     double send_s = o.duration;
@@ -1196,7 +1293,7 @@ int main(int argc, char** argv) {
     drained =
         answered && wait_until([&] { return sh.all_reached_ns.load() != 0; }, o.drain_timeout, 1);
     w1 = drained ? sh.all_reached_ns.load() : mono_ns();
-    ws1 = sample_window_end(o.port, o.server_pid);
+    ws1 = sample_window_end(metrics_port, o.server_pid);
     sent = long(sh.sends.load());
     logf("chat: %ld sends in %.3f s; drain %s after %.3f s", sent, double(w_prod_end - w0) / 1e9,
          drained ? "complete" : "DEADLINE HIT", double(mono_ns() - w0) / 1e9);
