@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cmath>
@@ -888,10 +889,11 @@ struct ProduceSpec {
   // it, with the seq numbered here (the peers' own ids are not seqs): {"seq":S,"type":"delta",
   // "data":{"t":T,"p":".."},"ts":ms}. Any 2xx answers it; last_seq is the last seq answered.
   bool peer = false;
-  uint64_t first_seq = 1;  // peers: the seq of the first event posted
-  bool rate = false;       // rate mode: one event per POST on a fixed schedule; else flood
-  long total = 0;          // events to post
-  int batch = 1;           // events per POST (flood; > 1 posts a JSON array)
+  uint64_t first_seq = 1;                 // peers: the seq of the first event posted
+  std::atomic<long>* progress = nullptr;  // if set: the events posted so far, for another thread
+  bool rate = false;  // rate mode: one event per POST on a fixed schedule; else flood
+  long total = 0;     // events to post
+  int batch = 1;      // events per POST (flood; > 1 posts a JSON array)
   double rate_per_s = 0;
   int event_bytes = 200;  // target size of the server's stored event JSON
   size_t inflight = 16;   // POSTs in flight (pipelined)
@@ -983,6 +985,7 @@ inline ProduceResult produce_events(HttpClient& http, const ProduceSpec& s) {
       http.queue(http.build("POST", s.events_path, s.token, body));
       outstanding.emplace_back(t, b);
       r.sent += b;
+      if (s.progress) s.progress->store(r.sent, std::memory_order_relaxed);
       ++r.posts;
       now = mono_ns();
     }

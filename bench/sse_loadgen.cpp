@@ -17,7 +17,10 @@
 //     out → frames per write) and /proc/stat (how busy every CPU was, to see interference from
 //     other processes).
 //
-// Modes: flood, rate, idle (C idle connections → server RSS per connection).
+// Modes: flood, rate, idle (C idle connections → server RSS per connection), resume (the resume
+// storm: rate mode, and --drop-after S seconds into it every stream is closed at once and reopened
+// at once with Last-Event-ID = the id of the last frame it had; reported: how long until every
+// client had the seq that was published when they dropped, reconnect failures, lost, duplicates).
 // --peer nchan|nodehub (bench/peers/, bench/run-peers-bench) measures the same against a peer:
 // subscribers `GET /sub/CH` (Accept: text/event-stream), the producer `POST /pub?id=CH` with one
 // event per POST whose JSON carries the seq (the peers' SSE ids are not seqs: Nchan's look like
@@ -43,6 +46,7 @@ using namespace loadgen;
 // options
 
 struct Options : CommonOptions {
+  double drop_after = -1;  // resume: seconds into the rate; < 0: duration / 3
   Options() { mode = "flood"; }
 };
 
@@ -51,12 +55,14 @@ void usage() {
       stderr,
       "usage: sse_loadgen --port N [options]\n"
       "  --host H                127.0.0.1 or localhost only (default 127.0.0.1)\n"
-      "  --mode flood|rate|idle  (default flood)\n"
+      "  --mode flood|rate|idle|resume  (default flood)\n"
       "  --subs N                SSE subscribers (flood/rate; default 1000)\n"
       "  --events E              events to post in flood mode (default 2000)\n"
       "  --batch B               events per POST in flood mode (default 16; 1 = single object)\n"
       "  --rate R --duration S   rate mode: R events/s for S seconds, one per POST\n"
       "  --connections C         idle mode: idle SSE connections (default 10000)\n"
+      "  --drop-after S          resume mode: seconds into the rate before every stream drops and\n"
+      "                          reconnects with Last-Event-ID (default duration / 3)\n"
       "  --event-bytes N         target size of the server's event JSON (default 200)\n"
       "  --user-token T --service-token T   tokens (else minted with --relay-bin)\n"
       "  --relay-bin PATH        `PATH token --sub .. --role ..` mints tokens\n"
@@ -79,8 +85,13 @@ void usage() {
 
 Options parse_args(int argc, char** argv) {
   Options o;
-  parse_options(argc, argv, o, usage, [](const std::string&, auto&) { return false; });
-  if (o.mode != "flood" && o.mode != "rate" && o.mode != "idle")
+  parse_options(argc, argv, o, usage, [&o](const std::string& a, auto& v) {
+    if (a != "--drop-after") return false;
+    o.drop_after = std::atof(v().c_str());
+    return true;
+  });
+  if (o.drop_after < 0) o.drop_after = o.duration / 3;
+  if (o.mode != "flood" && o.mode != "rate" && o.mode != "idle" && o.mode != "resume")
     die("unknown --mode %s", o.mode.c_str());
   if (o.subs < 1 || o.connections < 1 || o.events < 1 || o.batch < 1 || o.rate <= 0 ||
       o.duration <= 0)
@@ -110,8 +121,9 @@ struct Conn {
   bool reached = false;  // last_seq >= target
   // current frame
   bool f_has_id = false, f_has_t = false;
-  bool f_has_seq = false;  // peers: the seq read from the data
-  bool close_now = false;  // peers: the stream saw `complete`; we close it
+  bool f_has_seq = false;                        // peers: the seq read from the data
+  bool close_now = false;                        // peers: the stream saw `complete`; we close it
+  bool reconnecting = false, caught_up = false;  // resume: dropped and reopened; has the drop seq
   uint8_t f_event = evNone;
   uint64_t f_id = 0, f_seq = 0;
   uint64_t f_t = 0;
@@ -122,6 +134,8 @@ struct Conn {
   std::string hdr;   // response header accumulation
   std::string line;  // partial SSE line
   Dechunk dc;
+  std::string f_id_raw, last_id;  // resume: the frame's id as sent (Nchan's are `time:tag`)
+  std::string req;                // resume: the reopening request, with Last-Event-ID
 };
 
 struct Shared {
@@ -137,17 +151,24 @@ struct Shared {
   std::atomic<uint64_t> deliveries{0};
   std::atomic<uint64_t> bytes{0};
   std::atomic<uint64_t> reads{0};
+  // resume
+  std::atomic<long> sent{0};            // events the producer has posted so far
+  std::atomic<uint64_t> drop_at_ns{0};  // set by main: when every stream drops
+  std::atomic<uint64_t> drop_ns{0}, drop_seq{0};
+  std::atomic<int> dropped{0}, reconnected{0}, reconnect_failed{0}, caught_up{0};
 };
 
 class Subscribers {
  public:
-  Subscribers(int port, Shared& sh, int n, int concurrency, std::string request, bool peer)
+  Subscribers(int port, Shared& sh, int n, int concurrency, std::string request, bool peer,
+              bool resume)
       : conns(size_t(n)),
         port_(port),
         sh_(sh),
         concurrency_(concurrency),
         req_(std::move(request)),
-        peer_(peer) {}
+        peer_(peer),
+        resume_(resume) {}
 
   void run() {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
@@ -162,6 +183,7 @@ class Subscribers {
       if (k < 0 && errno != EINTR) die("epoll_wait: %s", std::strerror(errno));
       for (int j = 0; j < k; ++j) on_event_(evs[size_t(j)].data.u32, evs[size_t(j)].events);
       check_target_();
+      if (resume_ && !dropped_) maybe_drop_();
     }
     for (auto& c : conns)
       if (c.fd >= 0) {
@@ -173,6 +195,7 @@ class Subscribers {
 
   std::vector<Conn> conns;
   Histogram hist;
+  Histogram catchup_hist;                   // resume: drop → the client has the drop seq
   std::map<std::string, int> setup_errors;  // reason → count
   std::string first_http_error;
   uint64_t frames = 0, heartbeats = 0, no_retry = 0;
@@ -184,6 +207,9 @@ class Subscribers {
   int concurrency_;
   std::string req_;
   bool peer_;
+  bool resume_;
+  bool dropped_ = false;
+  uint64_t drop_ns_ = 0, drop_seq_ = 0;
   int ep_ = -1;
   size_t next_ = 0;
   int pending_ = 0;
@@ -194,6 +220,15 @@ class Subscribers {
   int closed_unreached_ = 0;
 
   void setup_fail_(Conn& c, const std::string& why) {
+    if (c.reconnecting) {  // resume: the reopened stream failed; it is not a setup failure
+      setup_errors["reconnect: " + why]++;
+      if (c.fd >= 0) ::close(c.fd);
+      c.fd = -1;
+      c.state = kFailed;
+      sh_.reconnect_failed.fetch_add(1, std::memory_order_relaxed);
+      if (!c.reached) ++closed_unreached_;
+      return;
+    }
     setup_errors[why]++;
     if (c.fd >= 0) ::close(c.fd);
     c.fd = -1;
@@ -204,7 +239,7 @@ class Subscribers {
 
   void open_(uint32_t i) {
     Conn& c = conns[i];
-    ++pending_;
+    if (!c.reconnecting) ++pending_;
     c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c.fd < 0) return setup_fail_(c, std::string("socket: ") + std::strerror(errno));
     sockaddr_in a = loopback_addr(port_);
@@ -231,8 +266,9 @@ class Subscribers {
       c.state = kSending;
     }
     if (c.state == kSending) {
-      while (c.req_off < req_.size()) {
-        ssize_t n = ::send(c.fd, req_.data() + c.req_off, req_.size() - c.req_off, MSG_NOSIGNAL);
+      const std::string& rq = c.req.empty() ? req_ : c.req;
+      while (c.req_off < rq.size()) {
+        ssize_t n = ::send(c.fd, rq.data() + c.req_off, rq.size() - c.req_off, MSG_NOSIGNAL);
         if (n > 0) {
           c.req_off += size_t(n);
           continue;
@@ -302,6 +338,10 @@ class Subscribers {
                   l.find("transfer-encoding:chunked") != std::string::npos;
       c.state = kStreaming;
       if (peer_) establish_(c);  // Nchan sends no retry: line; the 200 means subscribed
+      if (c.reconnecting) {
+        sh_.reconnected.fetch_add(1, std::memory_order_relaxed);
+        check_caught_(c);
+      }
       std::string rest = c.hdr.substr(he + 4);
       std::string().swap(c.hdr);
       if (!rest.empty()) body_(c, rest.data(), rest.size());
@@ -425,6 +465,7 @@ class Subscribers {
       }
     } else if (field == "id") {
       frame_bytes_sum += len + 1;
+      if (resume_) c.f_id_raw.assign(value);
       uint64_t v = 0;
       bool any = false;
       for (char ch : value) {
@@ -496,6 +537,11 @@ class Subscribers {
         c.last_seq = s;
       }
     }
+    if (resume_) {
+      if (!c.f_id_raw.empty()) c.last_id.swap(c.f_id_raw);
+      c.f_id_raw.clear();
+      check_caught_(c);
+    }
     switch (c.f_event) {
       case evDelta:
       case evNone:
@@ -528,6 +574,48 @@ class Subscribers {
     }
     c.f_has_id = c.f_has_t = c.f_has_seq = false;
     c.f_event = evNone;
+  }
+
+  // Resume: a reopened stream has caught up once it has the seq published when it dropped.
+  void check_caught_(Conn& c) {
+    if (!c.reconnecting || c.caught_up || c.state != kStreaming || c.last_seq < drop_seq_) return;
+    c.caught_up = true;
+    catchup_hist.record(now_ > drop_ns_ ? now_ - drop_ns_ : 0);
+    sh_.caught_up.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Resume: at drop_at_ns every open stream is closed and reopened at once with Last-Event-ID.
+  void maybe_drop_() {
+    uint64_t at = sh_.drop_at_ns.load(std::memory_order_relaxed);
+    if (at == 0 || mono_ns() < at) return;
+    dropped_ = true;
+    drop_ns_ = mono_ns();
+    drop_seq_ = uint64_t(sh_.sent.load());
+    sh_.drop_seq.store(drop_seq_);
+    sh_.drop_ns.store(drop_ns_);
+    int n = 0;
+    for (uint32_t i = 0; i < conns.size(); ++i) {
+      Conn& c = conns[i];
+      if (c.state != kStreaming || c.fd < 0) continue;
+      ::close(c.fd);
+      c.fd = -1;
+      ++n;
+      c.reconnecting = true;
+      c.chunked = false;
+      c.req_off = 0;
+      std::string().swap(c.hdr);
+      c.line.clear();
+      c.dc = Dechunk{};
+      c.f_has_id = c.f_has_t = c.f_has_seq = false;
+      c.f_event = evNone;
+      c.f_id_raw.clear();
+      // The request without its final CRLF, plus Last-Event-ID (none yet: from the start).
+      c.req = req_.substr(0, req_.size() - 2);
+      if (!c.last_id.empty()) c.req += "Last-Event-ID: " + c.last_id + "\r\n";
+      c.req += "\r\n";
+      open_(i);
+    }
+    sh_.dropped.store(n);
   }
 
   void check_target_() {
@@ -585,7 +673,8 @@ int main(int argc, char** argv) {
   uint64_t tcp_pages_start = tcp_mem_pages();
 
   Shared sh;
-  Subscribers subs(o.port, sh, n, o.connect_concurrency, req, peer);
+  const bool resume = o.mode == "resume";
+  Subscribers subs(o.port, sh, n, o.connect_concurrency, req, peer, resume);
   uint64_t t_conn0 = mono_ns();
   std::thread sub_thread([&] { subs.run(); });
   auto stop_subs = [&] {
@@ -672,7 +761,7 @@ int main(int argc, char** argv) {
   }
 
   // ---- produce ----
-  const bool rate = o.mode == "rate";
+  const bool rate = o.mode == "rate" || resume;  // resume: rate mode with the storm in it
   ProduceSpec spec;
   spec.events_path = peer ? pub_path : "/v1/runs/" + run_id + "/events";
   spec.token = peer ? std::string() : o.service_token;
@@ -684,10 +773,12 @@ int main(int argc, char** argv) {
   spec.event_bytes = o.event_bytes;
   spec.inflight = size_t(o.inflight > 0 ? o.inflight : (rate ? 64 : 16));
   spec.timeout_s = o.produce_timeout;
+  if (resume) spec.progress = &sh.sent;
   const int batch = spec.batch;
   const size_t inflight = spec.inflight;
 
   WindowSample ws0 = sample_window_begin(metrics_port, o.server_pid);
+  if (resume) sh.drop_at_ns.store(mono_ns() + uint64_t(o.drop_after * 1e9));
   ProduceResult pr = produce_events(http, spec);
   const uint64_t w0 = pr.t_start, w_prod_end = pr.t_end;
   const uint64_t last_seq = pr.last_seq;
@@ -773,6 +864,29 @@ int main(int argc, char** argv) {
               fmt_us(double(h.quantile(0.5))).c_str(), fmt_us(double(h.quantile(0.9))).c_str(),
               fmt_us(double(h.quantile(0.99))).c_str(), fmt_us(double(h.quantile(0.999))).c_str(),
               fmt_us(double(h.max)).c_str(), fmt_us(h.mean()).c_str(), h.n);
+  // Resume: the storm's own figures (only in that mode: the other modes' output is unchanged).
+  std::string resume_keys;
+  if (resume) {
+    const Histogram& ch = subs.catchup_hist;
+    int dropped = sh.dropped.load(), caught = sh.caught_up.load();
+    std::printf("resume storm: %d streams dropped at once %.3f s into the rate at seq %" PRIu64
+                "; reopened %d (%d failed); caught up %d/%d; drop → has that seq ms: p50 %.1f "
+                "p99 %.1f max %.1f%s\n",
+                dropped, sh.drop_ns.load() ? double(sh.drop_ns.load() - w0) / 1e9 : 0.0,
+                sh.drop_seq.load(), sh.reconnected.load(), sh.reconnect_failed.load(), caught,
+                dropped, double(ch.quantile(0.5)) / 1e6, double(ch.quantile(0.99)) / 1e6,
+                double(ch.max) / 1e6, caught < dropped ? " (NOT ALL CAUGHT UP)" : "");
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  " dropped=%d drop_seq=%" PRIu64
+                  " reconnected=%d reconnect_failed=%d caught_up=%d"
+                  " catchup_p50_ms=%.1f catchup_p99_ms=%.1f catchup_max_ms=%.1f",
+                  dropped, sh.drop_seq.load(), sh.reconnected.load(), sh.reconnect_failed.load(),
+                  caught, double(ch.quantile(0.5)) / 1e6, double(ch.quantile(0.99)) / 1e6,
+                  double(ch.max) / 1e6);
+    resume_keys = buf;
+    if (dropped == 0 || caught < dropped || sh.reconnect_failed.load()) rc = 1;
+  }
   std::printf("integrity: lost %" PRIu64 ", duplicates %" PRIu64 ", gaps %" PRIu64
               ", error/cancel events %" PRIu64 ", closed early %d, saw complete %d/%d%s\n",
               lost, dups, gaps, errors, sh.closed_early.load(), sh.completed.load(), est,
@@ -813,7 +927,7 @@ int main(int argc, char** argv) {
       " drained=%d inflight=%zu"
       " ack_p50_us=%.1f ack_p99_us=%.1f behind_max_us=%.1f produced_per_s=%.0f "
       "srv_frames_per_write=%.2f"
-      " cpus_busy_pct=%s\n",
+      " cpus_busy_pct=%s%s\n",
       label.c_str(), o.mode.c_str(), n, est, sent, batch, rate ? o.rate : 0.0, window_s,
       deliveries_window, expected, dps, double(h.quantile(0.5)) / 1000.0,
       double(h.quantile(0.99)) / 1000.0, double(h.max) / 1000.0, lost, dups, gaps,
@@ -823,7 +937,8 @@ int main(int argc, char** argv) {
       drained ? 1 : 0, inflight, double(ack_hist.quantile(0.5)) / 1000.0,
       double(ack_hist.quantile(0.99)) / 1000.0, double(pr.max_behind_ns) / 1000.0,
       double(sent) / std::max(1e-9, double(w_prod_end - w0) / 1e9),
-      srv_writes > 0 ? srv_frames / srv_writes : 0.0, wf.cpus_busy_list.c_str());
+      srv_writes > 0 ? srv_frames / srv_writes : 0.0, wf.cpus_busy_list.c_str(),
+      resume_keys.c_str());
   (void)deliveries;
   if (est != n || lost || dups || pr.post_errors || pr.timeout || !drained || !completed_ok ||
       !all_complete || sh.completed.load() != est)
