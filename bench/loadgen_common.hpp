@@ -309,6 +309,12 @@ struct Histogram {
     return max;
   }
   double mean() const { return n ? double(sum / n) : 0.0; }
+  void merge(const Histogram& o) {
+    for (int i = 0; i < kBuckets; ++i) counts[size_t(i)] += o.counts[size_t(i)];
+    n += o.n;
+    sum += o.sum;
+    max = std::max(max, o.max);
+  }
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -20,7 +20,11 @@
 // Modes: flood, rate, idle (C idle connections → server RSS per connection), resume (the resume
 // storm: rate mode, and --drop-after S seconds into it every stream is closed at once and reopened
 // at once with Last-Event-ID = the id of the last frame it had; reported: how long until every
-// client had the seq that was published when they dropped, reconnect failures, lost, duplicates).
+// client had the seq that was published when they dropped, reconnect failures, lost, duplicates),
+// churn (short runs: --subs lanes, each for --duration s creates a run, subscribes once, posts
+// --events events and the completion pipelined on its keep-alive connection, and reads the stream
+// to its end; reported: runs/s, create → stream ended per run, delivery latency, lost, duplicates,
+// server CPU per delivery and per run).
 // --peer nchan|nodehub (bench/peers/, bench/run-peers-bench) measures the same against a peer:
 // subscribers `GET /sub/CH` (Accept: text/event-stream), the producer `POST /pub?id=CH` with one
 // event per POST whose JSON carries the seq (the peers' SSE ids are not seqs: Nchan's look like
@@ -55,7 +59,7 @@ void usage() {
       stderr,
       "usage: sse_loadgen --port N [options]\n"
       "  --host H                127.0.0.1 or localhost only (default 127.0.0.1)\n"
-      "  --mode flood|rate|idle|resume  (default flood)\n"
+      "  --mode flood|rate|idle|resume|churn  (default flood)\n"
       "  --subs N                SSE subscribers (flood/rate; default 1000)\n"
       "  --events E              events to post in flood mode (default 2000)\n"
       "  --batch B               events per POST in flood mode (default 16; 1 = single object)\n"
@@ -91,7 +95,8 @@ Options parse_args(int argc, char** argv) {
     return true;
   });
   if (o.drop_after < 0) o.drop_after = o.duration / 3;
-  if (o.mode != "flood" && o.mode != "rate" && o.mode != "idle" && o.mode != "resume")
+  if (o.mode != "flood" && o.mode != "rate" && o.mode != "idle" && o.mode != "resume" &&
+      o.mode != "churn")
     die("unknown --mode %s", o.mode.c_str());
   if (o.subs < 1 || o.connections < 1 || o.events < 1 || o.batch < 1 || o.rate <= 0 ||
       o.duration <= 0)
@@ -171,26 +176,37 @@ class Subscribers {
         resume_(resume) {}
 
   void run() {
+    start(256 * 1024);
+    while (!sh_.stop.load(std::memory_order_relaxed)) step(10);
+    finish();
+  }
+
+  // run() in pieces, for a caller that interleaves other work in the same thread (churn).
+  void start(size_t read_buf_bytes) {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     if (ep_ < 0) die("epoll_create1: %s", std::strerror(errno));
-    std::vector<char> buf(256 * 1024);
-    buf_ = buf.data();
-    buf_cap_ = buf.size();
-    std::vector<epoll_event> evs(1024);
-    while (!sh_.stop.load(std::memory_order_relaxed)) {
-      while (pending_ < concurrency_ && next_ < conns.size()) open_(uint32_t(next_++));
-      int k = epoll_wait(ep_, evs.data(), int(evs.size()), 10);
-      if (k < 0 && errno != EINTR) die("epoll_wait: %s", std::strerror(errno));
-      for (int j = 0; j < k; ++j) on_event_(evs[size_t(j)].data.u32, evs[size_t(j)].events);
-      check_target_();
-      if (resume_ && !dropped_) maybe_drop_();
-    }
+    buf_store_.resize(read_buf_bytes);
+    buf_ = buf_store_.data();
+    buf_cap_ = buf_store_.size();
+    evs_.resize(1024);
+  }
+  void step(int timeout_ms) {
+    while (pending_ < concurrency_ && next_ < conns.size()) open_(uint32_t(next_++));
+    int k = epoll_wait(ep_, evs_.data(), int(evs_.size()), timeout_ms);
+    if (k < 0 && errno != EINTR) die("epoll_wait: %s", std::strerror(errno));
+    for (int j = 0; j < k; ++j) on_event_(evs_[size_t(j)].data.u32, evs_[size_t(j)].events);
+    check_target_();
+    if (resume_ && !dropped_) maybe_drop_();
+  }
+  int epoll_fd() const { return ep_; }
+  void finish() {
     for (auto& c : conns)
       if (c.fd >= 0) {
         ::close(c.fd);
         c.fd = -1;
       }
     ::close(ep_);
+    ep_ = -1;
   }
 
   std::vector<Conn> conns;
@@ -208,6 +224,8 @@ class Subscribers {
   std::string req_;
   bool peer_;
   bool resume_;
+  std::vector<char> buf_store_;
+  std::vector<epoll_event> evs_;
   bool dropped_ = false;
   uint64_t drop_ns_ = 0, drop_seq_ = 0;
   int ep_ = -1;
@@ -636,6 +654,207 @@ class Subscribers {
   }
 };
 
+// ---------------------------------------------------------------------------------------------
+// churn: many short runs, one subscriber each
+
+struct ChurnLane {
+  uint64_t runs = 0, failed = 0, deliveries = 0, lost = 0, dups = 0;
+  Histogram run_hist;  // create → the stream ended after `complete`, ns
+  Histogram hist;      // deliveries: receive − the producer's stamp, ns
+  std::map<std::string, int> errors;
+};
+
+// One lane: runs back to back until the deadline. The subscriber is this thread's own Subscribers
+// engine (one connection per run), waited on together with the producer's connection.
+void churn_lane(const Options& o, int lane, uint64_t deadline, ChurnLane& L) {
+  const bool peer = o.is_peer();
+  const long E = o.events;
+  int fixed = 50 + digits(uint64_t(E)) + 13 + digits(mono_ns() + 3600ull * 1000000000ull);
+  const std::string pad(size_t(std::max(0, o.event_bytes - fixed)), 'x');
+  HttpClient http(o.port);
+  HttpResponse resp;
+  std::string err, body;
+  for (uint64_t k = 0; mono_ns() < deadline; ++k) {
+    const uint64_t t0 = mono_ns(), run_deadline = t0 + 10000000000ull;
+    auto fail = [&](const std::string& what) {
+      ++L.failed;
+      L.errors[what]++;
+      http.close();
+    };
+    // 1. create
+    std::string id;
+    if (peer && o.peer == "nodehub") {
+      if (!http.request("POST", "/runs", "", "{}", resp, 10, err) || resp.status != 201) {
+        fail("create: " + (err.empty() ? "HTTP " + std::to_string(resp.status) : err));
+        continue;
+      }
+      id = json_str(resp.body, "id");
+    } else if (peer) {  // Nchan: a channel exists on first use
+      id = o.channel + "-" + std::to_string(lane) + "-" + std::to_string(k);
+    } else {
+      std::string create = "{\"kind\":\"external\",\"owner\":\"" + o.owner + "\"}";
+      if (!http.request("POST", "/v1/runs", o.service_token, create, resp, 10, err) ||
+          (resp.status != 201 && resp.status != 200)) {
+        fail("create: " + (err.empty() ? "HTTP " + std::to_string(resp.status) : err));
+        continue;
+      }
+      id = json_str(resp.body, "id");
+    }
+    if (id.empty()) {
+      fail("create: no id");
+      continue;
+    }
+    // 2. subscribe
+    std::string req =
+        (peer ? "GET /sub/" + id : "GET /v1/runs/" + id + "/events?access_token=" + o.user_token) +
+        " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(o.port) +
+        "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
+    Shared sh;
+    Subscribers sub(o.port, sh, 1, 1, req, peer, false);
+    sub.start(16384);
+    while (sh.established.load() + sh.failed_setup.load() < 1 && mono_ns() < run_deadline)
+      sub.step(5);
+    if (sh.established.load() < 1) {
+      sub.finish();
+      fail(sub.first_http_error.empty() ? "subscribe failed" : sub.first_http_error.substr(0, 40));
+      continue;
+    }
+    // 3. the events and the completion, pipelined
+    if (!http.ensure_connected(run_deadline, err)) {
+      sub.finish();
+      fail("producer connect: " + err);
+      continue;
+    }
+    const std::string path = peer ? "/pub?id=" + id : "/v1/runs/" + id + "/events";
+    const std::string& token = peer ? std::string() : o.service_token;
+    for (long j = 1; j <= E; ++j) {
+      body = peer ? "{\"seq\":" + std::to_string(j) + "," : std::string("{");
+      body += "\"type\":\"delta\",\"data\":{\"t\":";
+      body += std::to_string(mono_ns());
+      body += ",\"p\":\"";
+      body += pad;
+      body += peer ? "\"},\"ts\":" + std::to_string(int64_t(time(nullptr)) * 1000) + "}" : "\"}}";
+      http.queue(http.build("POST", path, token, body));
+    }
+    if (peer)
+      http.queue(http.build("POST", path, "", "{\"type\":\"complete\"}"));
+    else
+      http.queue(http.build("POST", "/v1/runs/" + id + "/complete", token, "{}"));
+    long answers = 0;
+    std::string bad;
+    while (answers < E + 1 && bad.empty() && mono_ns() < run_deadline) {
+      if (http.want_write() && !http.flush(err)) {
+        bad = err;
+        break;
+      }
+      pollfd ps[2] = {{http.fd(), short(POLLIN | (http.want_write() ? POLLOUT : 0)), 0},
+                      {sub.epoll_fd(), POLLIN, 0}};
+      if (poll(ps, 2, 5) < 0 && errno != EINTR) bad = std::string("poll: ") + std::strerror(errno);
+      if (ps[1].revents) sub.step(0);
+      if (!(ps[0].revents & (POLLIN | POLLERR | POLLHUP))) continue;
+      bool alive = http.fill(err);
+      int rr;
+      while ((rr = http.next_response(resp, err)) > 0) {
+        ++answers;
+        if (resp.status < 200 || resp.status > 299)
+          bad = "POST: HTTP " + std::to_string(resp.status);
+      }
+      if (rr < 0) bad = err;
+      if (!alive && answers < E + 1) bad = err;
+    }
+    // 4. the stream's end (relay closes it after `complete`; for a peer the engine closes it)
+    while (bad.empty() && sh.closed_after_complete.load() + sh.closed_early.load() < 1 &&
+           mono_ns() < run_deadline)
+      sub.step(5);
+    const Conn& c = sub.conns[0];
+    L.lost += c.lost + (c.last_seq < uint64_t(E) ? uint64_t(E) - c.last_seq : 0);
+    L.dups += c.dups;
+    L.deliveries += c.deliveries;
+    L.hist.merge(sub.hist);
+    sub.finish();
+    if (!bad.empty()) {
+      fail(bad.substr(0, 60));
+    } else if (!c.got_complete || sh.closed_after_complete.load() < 1) {
+      fail(c.got_complete ? "stream not ended after complete" : "no complete");
+    } else {
+      ++L.runs;
+      L.run_hist.record(mono_ns() - t0);
+    }
+  }
+}
+
+int run_churn(const Options& o) {
+  const bool peer = o.is_peer();
+  const int lanes = o.subs;
+  const int metrics_port = peer ? 0 : o.port;
+  ProcSample srv_start = sample_proc(o.server_pid);
+  if (o.server_pid > 0 && !srv_start.ok) die("cannot read /proc/%d", int(o.server_pid));
+  std::vector<ChurnLane> L(static_cast<size_t>(lanes));
+  WindowSample ws0 = sample_window_begin(metrics_port, o.server_pid);
+  const uint64_t w0 = mono_ns(), deadline = w0 + uint64_t(o.duration * 1e9);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < lanes; ++i)
+    threads.emplace_back([&, i] { churn_lane(o, i, deadline, L[size_t(i)]); });
+  for (auto& t : threads) t.join();
+  const uint64_t w1 = mono_ns();
+  WindowSample ws1 = sample_window_end(metrics_port, o.server_pid);
+  ChurnLane all;
+  for (auto& l : L) {
+    all.runs += l.runs;
+    all.failed += l.failed;
+    all.deliveries += l.deliveries;
+    all.lost += l.lost;
+    all.dups += l.dups;
+    all.run_hist.merge(l.run_hist);
+    all.hist.merge(l.hist);
+    for (auto& [k, v] : l.errors) all.errors[k] += v;
+  }
+  const double window_s = double(w1 - w0) / 1e9;
+  WindowFigures wf = window_figures(ws0, ws1);
+  const double srv_per =
+      wf.server_ok && all.deliveries ? wf.srv_cpu_us / double(all.deliveries) : 0;
+  const double srv_per_run = wf.server_ok && all.runs ? wf.srv_cpu_us / double(all.runs) : 0;
+  const Histogram &h = all.hist, &rh = all.run_hist;
+  std::printf("mode=churn lanes=%d events per run=%ld for %.1f s (%s)\n", lanes, o.events,
+              o.duration, o.peer.c_str());
+  std::printf("runs: %" PRIu64 " completed, %" PRIu64 " failed in %.3f s → %.0f runs/s\n", all.runs,
+              all.failed, window_s, double(all.runs) / window_s);
+  for (auto& [why, cnt] : all.errors) std::printf("  run failure: %s ×%d\n", why.c_str(), cnt);
+  std::printf("run (create → stream ended) ms: p50 %.2f  p99 %.2f  max %.2f\n",
+              double(rh.quantile(0.5)) / 1e6, double(rh.quantile(0.99)) / 1e6,
+              double(rh.max) / 1e6);
+  std::printf("deliveries %" PRIu64 " → %.0f/s; latency µs: p50 %s  p99 %s  max %s\n",
+              all.deliveries, double(all.deliveries) / window_s,
+              fmt_us(double(h.quantile(0.5))).c_str(), fmt_us(double(h.quantile(0.99))).c_str(),
+              fmt_us(double(h.max)).c_str());
+  std::printf("integrity: lost %" PRIu64 ", duplicates %" PRIu64 "\n", all.lost, all.dups);
+  std::printf("loadgen CPU: %.0f µs (%.0f%% of one CPU)\n", wf.lg_cpu_us,
+              WindowFigures::pct(wf.lg_cpu_us, window_s));
+  if (wf.server_ok)
+    std::printf(
+        "server CPU: %.0f µs (%.0f%% of one CPU) → %.3f µs per delivery, %.1f µs per run; "
+        "RSS %" PRIu64 " → %" PRIu64 " KiB\n",
+        wf.srv_cpu_us, WindowFigures::pct(wf.srv_cpu_us, window_s), srv_per, srv_per_run,
+        srv_start.rss_kb, ws1.server.rss_kb);
+  std::printf("machine (all processes): %s\n", wf.cpus_report.c_str());
+  std::printf(
+      "RESULT label=%s mode=churn lanes=%d events_per_run=%ld window_s=%.3f runs=%" PRIu64
+      " failed_runs=%" PRIu64 " runs_per_s=%.0f deliveries=%" PRIu64
+      " dps=%.0f p50_us=%.1f p99_us=%.1f max_us=%.1f run_p50_ms=%.2f run_p99_ms=%.2f"
+      " run_max_ms=%.2f lost=%" PRIu64 " dup=%" PRIu64
+      " lg_cpu_us=%.0f lg_cpu_pct=%.0f srv_cpu_us=%.0f srv_cpu_pct=%.0f srv_us_per_delivery=%.3f"
+      " srv_us_per_run=%.1f rss_before_kb=%" PRIu64 " rss_after_kb=%" PRIu64 " cpus_busy_pct=%s\n",
+      (o.label.empty() ? std::string("churn") : o.label).c_str(), lanes, o.events, window_s,
+      all.runs, all.failed, double(all.runs) / window_s, all.deliveries,
+      double(all.deliveries) / window_s, double(h.quantile(0.5)) / 1000.0,
+      double(h.quantile(0.99)) / 1000.0, double(h.max) / 1000.0, double(rh.quantile(0.5)) / 1e6,
+      double(rh.quantile(0.99)) / 1e6, double(rh.max) / 1e6, all.lost, all.dups, wf.lg_cpu_us,
+      WindowFigures::pct(wf.lg_cpu_us, window_s), wf.srv_cpu_us,
+      WindowFigures::pct(wf.srv_cpu_us, window_s), srv_per, srv_per_run, srv_start.rss_kb,
+      ws1.server.rss_kb, wf.cpus_busy_list.c_str());
+  return all.runs == 0 || all.failed || all.lost || all.dups ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -647,6 +866,7 @@ int main(int argc, char** argv) {
   alarm(unsigned(std::ceil(o.max_seconds)));
   ensure_nofile((o.mode == "idle" ? o.connections : o.subs) + 64);
   if (!o.is_peer()) ensure_tokens(o);  // peers take no tokens
+  if (o.mode == "churn") return run_churn(o);
 
   HttpClient http(o.port);
   const bool peer = o.is_peer();
