@@ -29,8 +29,9 @@
 // `GET /socket.io/?EIO=4&transport=websocket`, the server's `0{..}` open answered `40`, `40{..}` is
 // the hello, join is `420["join",room]` (ack `430[{"last_seq"}]`), a send `421["send",{room,text,
 // data}]` (ack `431[{"seq"}]`), deliveries `42["message",{"room","seq",..,"data":{"t"}}]`, pings
-// `2` answered `3`. The seqs, stamps and the measurement are the same as against Relay. Every phase
-// has a deadline and a watchdog (SIGALRM) ends the process after --max-seconds. Output:
+// `2` answered `3`. The seqs, stamps and the measurement are the same as against Relay.
+// --peer nchan (idle only): WebSocket subscribers of Nchan's `GET /sub/CH`, established at the 101.
+// Every phase has a deadline and a watchdog (SIGALRM) ends the process after --max-seconds. Output:
 // human-readable lines, then one `RESULT key=value ...` line for scripts (the keys of sse_loadgen
 // where the figure is the same).
 
@@ -98,7 +99,9 @@ void usage() {
       "  --idle-settle S         idle: wait before the RSS sample (default 1)\n"
       "  --max-seconds S         watchdog for the whole process (default 240)\n"
       "  --label TEXT            label printed in the RESULT line\n"
-      "  --peer relay|socketio   the server under test (default relay; socketio: chat and idle)\n"
+      "  --peer relay|socketio|nchan  the server under test (default relay; socketio: chat and\n"
+      "                          idle; nchan: idle WebSocket subscribers of --channel)\n"
+      "  --channel NAME          nchan: the channel (default bench-<start time>)\n"
       "  --quiet                 no progress lines on stderr\n");
 }
 
@@ -130,8 +133,9 @@ Options parse_args(int argc, char** argv) {
       o.idle_rooms < 0)
     die("counts, rates and durations must be positive");
   if (o.source_addrs < 1 || o.source_addrs > 250) die("--source-addrs must be 1..250");
-  if (o.is_peer() && o.peer != "socketio")
-    die("--peer %s is an SSE peer: use sse_loadgen", o.peer.c_str());
+  if (o.peer == "nodehub") die("--peer nodehub is an SSE peer: use sse_loadgen");
+  if (o.peer == "nchan" && (o.mode != "idle" || o.idle_rooms > 0))
+    die("--peer nchan runs the idle mode only (no rooms)");
   if (o.peer == "socketio" && o.mode != "chat" && o.mode != "idle")
     die("--peer socketio runs the chat and idle modes only");
   return o;
@@ -295,6 +299,7 @@ class Engine {
     int concurrency = 256;
     int source_addrs = 1;
     bool sio = false;                 // --peer socketio: Engine.IO v4 / Socket.IO v5 framing
+    std::string nchan_path;           // --peer nchan: /sub/CH, subscribed at the upgrade
     std::string run_topic;            // flood/rate: run:<id>
     std::vector<std::string> groups;  // chat/idle joined: room ids
     std::string shared_token;         // when tokens is empty
@@ -431,8 +436,9 @@ class Engine {
     }
     c.key = base64(raw, sizeof raw);
     const std::string& tok = s_.tokens.empty() ? s_.shared_token : s_.tokens[i];
-    c.out = (s_.sio ? std::string("GET /socket.io/?EIO=4&transport=websocket")
-                    : "GET /v1/ws?access_token=" + tok) +
+    c.out = (s_.sio                   ? std::string("GET /socket.io/?EIO=4&transport=websocket")
+             : !s_.nchan_path.empty() ? "GET " + s_.nchan_path
+                                      : "GET /v1/ws?access_token=" + tok) +
             " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(s_.port) +
             "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + c.key +
             "\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -546,6 +552,11 @@ class Engine {
     std::string().swap(c.in);
     std::string().swap(c.key);
     c.state = kOpen;
+    if (!s_.nchan_path.empty()) {  // Nchan sends no hello: the upgrade is the subscription
+      c.hello = true;
+      sh_.hellos.fetch_add(1, std::memory_order_relaxed);
+      establish_(c);
+    }
     if (!rest.empty()) feed_(i, c, rest.data(), rest.size());
   }
 
@@ -1109,7 +1120,7 @@ int main(int argc, char** argv) {
   const int n = chat ? o.rooms * o.members : idle ? o.connections : o.subs;
   ensure_nofile(n + 64);
   const bool sio = o.peer == "socketio";
-  if (!sio) ensure_tokens(o);  // Socket.IO takes no tokens
+  if (!o.is_peer()) ensure_tokens(o);  // the peers take no tokens
   std::string label = o.label.empty() ? o.mode : o.label;
 
   HttpClient http(o.port);
@@ -1119,8 +1130,9 @@ int main(int argc, char** argv) {
   setup.source_addrs = o.source_addrs;
   setup.shared_token = o.user_token;
   setup.sio = sio;
-  // Socket.IO has no /metrics: port 0 skips the scrape around the window.
-  const int metrics_port = sio ? 0 : o.port;
+  if (o.peer == "nchan") setup.nchan_path = "/sub/" + o.channel;
+  // The peers have no /metrics: port 0 skips the scrape around the window.
+  const int metrics_port = o.is_peer() ? 0 : o.port;
   std::string run_id;
   // Room names carry the start time, so a server that keeps rooms between runs starts fresh ones.
   const std::string room_tag = std::to_string((mono_ns() / 1000000) % 1000000);
@@ -1138,7 +1150,7 @@ int main(int argc, char** argv) {
     setup.run_topic = "run:" + run_id;
     logf("run %s created (%s mode)", run_id.c_str(), o.mode.c_str());
   }
-  if ((chat || idle) && !o.jwt_secret.empty() && !sio) {
+  if ((chat || idle) && !o.jwt_secret.empty() && !o.is_peer()) {
     // One user per connection, as real chat members are (presence lists users).
     const int64_t now_s = int64_t(time(nullptr));
     setup.tokens.reserve(size_t(n));
@@ -1187,7 +1199,7 @@ int main(int argc, char** argv) {
                                           : "subscribed",
        setup_s, sh.failed_setup.load(), all_up ? "" : ", connect deadline hit");
   // Presence from the joins goes on for a while after the last ack: let it settle (bounded).
-  if ((chat || (idle && o.idle_rooms > 0)) && !sio) {  // Socket.IO: no presence
+  if ((chat || (idle && o.idle_rooms > 0)) && !o.is_peer()) {  // the peers: no presence
     wait_until(
         [&] {
           uint64_t lp = sh.last_presence_ns.load();
