@@ -66,33 +66,24 @@ result<uint64_t> salvage(storage_actor_type* self, const error& why) {
   return written;
 }
 
-/// Moves the first `n` pending events (and every pending run row) into a batch of their own.
-storage::batch take_slice(storage::batch& pending, std::size_t n) {
-  storage::batch slice;
-  slice.runs = std::move(pending.runs);
-  pending.runs.clear();
-  n = std::min(n, pending.events.size());
-  slice.events.assign(std::make_move_iterator(pending.events.begin()),
-                      std::make_move_iterator(pending.events.begin() + static_cast<long>(n)));
-  pending.events.erase(pending.events.begin(), pending.events.begin() + static_cast<long>(n));
-  return slice;
-}
-
-/// Puts a slice that could not be written back in front of what is pending.
-void put_back(storage::batch& pending, storage::batch&& slice) {
-  pending.events.insert(pending.events.begin(), std::make_move_iterator(slice.events.begin()),
-                        std::make_move_iterator(slice.events.end()));
-  for (auto& row : pending.runs) slice.runs.push_back(std::move(row));  // newer rows last
-  pending.runs = std::move(slice.runs);
-}
-
 /// Commits everything pending, in transactions of at most flush_events events (many moderate
 /// commits store more per second than one huge statement, and bound how long one takes), then
 /// answers the barriers that were waiting. On failure what is left stays pending for the retry.
+/// Slices are moved out of the pending list by position and the list is dropped once at the end
+/// (erasing each slice from the front would move the whole backlog once per slice).
 void flush(storage_actor_type* self) {
   auto& st = self->state;
-  while (!st.pending.empty()) {
-    auto slice = take_slice(st.pending, st.settings.flush_events);
+  storage::batch work = std::move(st.pending);
+  st.pending = storage::batch{};
+  std::size_t next = 0;  // the first event of `work` not committed yet
+  for (bool first = true; !work.empty() && (first || next < work.events.size()); first = false) {
+    storage::batch slice;
+    if (first) slice.runs = std::move(work.runs);  // rows ride with the first slice
+    const std::size_t n = std::min(st.settings.flush_events, work.events.size() - next);
+    const auto from = work.events.begin() + static_cast<std::ptrdiff_t>(next);
+    slice.events.assign(std::make_move_iterator(from),
+                        std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
+    next += n;
     const auto events = slice.events.size();
     const auto t0 = std::chrono::steady_clock::now();
     auto written = st.db->write(slice);
@@ -107,7 +98,12 @@ void flush(storage_actor_type* self) {
       std::swap(st.pending, slice);
     }
     if (!written) {
-      put_back(st.pending, std::move(slice));
+      // Back to pending, in order: this slice, then what this flush had not reached.
+      st.pending = std::move(slice);
+      st.pending.events.insert(
+          st.pending.events.end(),
+          std::make_move_iterator(work.events.begin() + static_cast<std::ptrdiff_t>(next)),
+          std::make_move_iterator(work.events.end()));
       node_counters::add(st.counters->storage_errors);
       st.counters->storage_up.store(0, std::memory_order_relaxed);
       ++st.failures;

@@ -12,8 +12,10 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
+#include "storage/event_block.hpp"
 #include "storage/store.hpp"
 
 namespace relay::storage {
@@ -88,6 +90,28 @@ CREATE TABLE events (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX events_by_ts ON events (ts);
 )sql"},
+    // Events move into blocks (storage/event_block.hpp): one row per contiguous run of a topic's
+    // events instead of one per event. A rowid table, so that rows are appended in commit order
+    // (a flood into 1 000 topics does not touch 1 000 leaves of a (topic, seq)-ordered tree); the
+    // unique index finds a topic's blocks. Each stored event becomes a block of its own, encoded
+    // here in SQL exactly as append_block_event does.
+    {2, R"sql(
+CREATE TABLE event_blocks (
+  topic TEXT NOT NULL,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL,
+  ts INTEGER NOT NULL,
+  events BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX event_blocks_by_topic ON event_blocks (topic, first_seq);
+CREATE INDEX event_blocks_by_ts ON event_blocks (ts);
+INSERT INTO event_blocks (topic, first_seq, last_seq, ts, events)
+  SELECT topic, seq, seq, ts,
+         CAST(seq || ' ' || ts || ' ' || type || ' ' || length(CAST(data AS BLOB)) || char(10) ||
+              data AS BLOB)
+  FROM events ORDER BY topic, seq;
+DROP TABLE events;
+)sql"},
 };
 constexpr int latest_version = static_cast<int>(std::size(migrations));
 constexpr bool numbered_in_order() {
@@ -103,7 +127,8 @@ enum class q : std::size_t {
   commit,
   rollback,
   upsert_run,
-  insert_event,
+  insert_block,
+  blocks_between,
   upsert_topic,
   delete_events_before,
   delete_finished_run_events,
@@ -143,26 +168,34 @@ constexpr statement_def statement_sql[] = {
      "idempotency_key = excluded.idempotency_key, inactivity_s = excluded.inactivity_s, "
      "ttl_s = excluded.ttl_s, created_at = excluded.created_at, ended_at = excluded.ended_at, "
      "last_seq = excluded.last_seq"},
-    {q::insert_event,
-     "INSERT INTO events (topic, seq, type, data, ts) VALUES (?1, ?2, ?3, ?4, ?5) "
-     "ON CONFLICT (topic, seq) DO NOTHING"},
+    {q::insert_block,
+     "INSERT INTO event_blocks (topic, first_seq, last_seq, ts, events) "
+     "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (topic, first_seq) DO NOTHING"},
+    {q::blocks_between,
+     "SELECT first_seq, last_seq FROM event_blocks WHERE topic = ?1 AND first_seq BETWEEN ?2 AND "
+     "?3"},
     {q::upsert_topic,
      "INSERT INTO topics (topic, last_seq, updated_at) VALUES (?1, ?2, ?3) "
      "ON CONFLICT (topic) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), "
      "updated_at = excluded.updated_at"},
-    {q::delete_events_before, "DELETE FROM events WHERE ts < ?1"},
+    {q::delete_events_before,
+     "DELETE FROM event_blocks WHERE ts < ?1 RETURNING last_seq - first_seq + 1"},
     {q::delete_finished_run_events,
-     "DELETE FROM events WHERE topic IN (" RELAY_FINISHED_RUN_TOPICS ")"},
+     "DELETE FROM event_blocks WHERE topic IN (" RELAY_FINISHED_RUN_TOPICS
+     ") RETURNING last_seq - first_seq + 1"},
     {q::delete_finished_run_topics,
      "DELETE FROM topics WHERE topic IN (" RELAY_FINISHED_RUN_TOPICS ")"},
     {q::delete_finished_runs, "DELETE FROM runs WHERE status <> 'running' AND ended_at < ?1"},
+    // A block holding seq > ?3 starts at or after ?2 = ?3 + 2 - max_block_events.
     {q::events_after,
-     "SELECT seq, type, data, ts FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"},
+     "SELECT first_seq, events FROM event_blocks WHERE topic = ?1 AND first_seq >= ?2 AND "
+     "last_seq > ?3 ORDER BY first_seq"},
     {q::events_before,
-     "SELECT seq, type, data, ts FROM events WHERE topic = ?1 AND seq <= ?2 "
-     "ORDER BY seq DESC LIMIT ?3"},
+     "SELECT first_seq, events FROM event_blocks WHERE topic = ?1 AND first_seq <= ?2 "
+     "ORDER BY first_seq DESC"},
     {q::last_seq, "SELECT last_seq FROM topics WHERE topic = ?1"},
-    {q::first_seq, "SELECT seq FROM events WHERE topic = ?1 ORDER BY seq LIMIT 1"},
+    {q::first_seq,
+     "SELECT first_seq FROM event_blocks WHERE topic = ?1 ORDER BY first_seq LIMIT 1"},
     {q::load_run, "SELECT " RELAY_RUN_COLUMNS " FROM runs WHERE id = ?1"},
     {q::running_runs,
      "SELECT " RELAY_RUN_COLUMNS " FROM runs WHERE status = 'running' ORDER BY created_at, id"},
@@ -273,6 +306,14 @@ int bind(sqlite3_stmt* s, int i, uint64_t v) = delete;
 int bind(sqlite3_stmt* s, int i, std::string_view v) {
   return sqlite3_bind_text64(s, i, v.data() ? v.data() : "", v.size(), SQLITE_STATIC, SQLITE_UTF8);
 }
+/// Bytes for a BLOB column (a STRICT table refuses TEXT there).
+struct blob {
+  std::string_view bytes;
+};
+int bind(sqlite3_stmt* s, int i, blob v) {
+  return sqlite3_bind_blob64(s, i, v.bytes.data() ? v.bytes.data() : "", v.bytes.size(),
+                             SQLITE_STATIC);
+}
 template <class... Args>
 int bind_all(sqlite3_stmt* s, const Args&... args) {
   int i = 0;
@@ -285,6 +326,13 @@ int bind_all(sqlite3_stmt* s, const Args&... args) {
 std::string_view column_text(sqlite3_stmt* s, int i) {
   // Text first, then its length: the order SQLite documents as safe.
   auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+  auto n = static_cast<std::size_t>(sqlite3_column_bytes(s, i));
+  return p ? std::string_view{p, n} : std::string_view{};
+}
+
+/// Column `i` as bytes (a view into the statement's row, like column_text).
+std::string_view column_blob(sqlite3_stmt* s, int i) {
+  auto* p = static_cast<const char*>(sqlite3_column_blob(s, i));
   auto n = static_cast<std::size_t>(sqlite3_column_bytes(s, i));
   return p ? std::string_view{p, n} : std::string_view{};
 }
@@ -469,17 +517,44 @@ class sqlite_store final : public store {
   result<std::vector<event>> events_after(std::string_view topic, uint64_t after,
                                           std::size_t limit) override {
     if (limit == 0 || after >= max_stored_seq) return std::vector<event>{};
-    return read_events(q::events_after, topic, to_db(after), limit);
+    const uint64_t lower = after + 2 > max_block_events ? after + 2 - max_block_events : 0;
+    std::vector<event> out;
+    out.reserve(std::min<std::size_t>(limit, 256));  // the limit may be far above what is stored
+    uint64_t last = after;  // blocks never overlap; skipping seq <= last is a defence, not a need
+    auto e = read_blocks(q::events_after, topic, to_db(lower), to_db(after),
+                         [&](std::vector<event>& block) {
+                           for (auto& ev : block) {
+                             if (ev.seq <= last) continue;
+                             last = ev.seq;
+                             out.push_back(std::move(ev));
+                             if (out.size() == limit) return false;
+                           }
+                           return true;
+                         });
+    if (e) return *e;
+    return out;
   }
 
   result<std::vector<event>> events_before(std::string_view topic, uint64_t before_seq,
                                            std::size_t limit) override {
-    if (limit == 0) return std::vector<event>{};
-    // seq <= bound: exact at both ends (no bound is max_stored_seq, before 1 is nothing).
+    if (limit == 0 || before_seq == 1) return std::vector<event>{};
+    // seq <= bound: exact at both ends (no bound is max_stored_seq).
     const uint64_t bound = before_seq == 0 ? max_stored_seq : before_seq - 1;
-    auto page = read_events(q::events_before, topic, to_db(bound), limit);
-    if (page) std::reverse(page->begin(), page->end());
-    return page;
+    std::vector<event> newest_first;
+    uint64_t lowest = bound + 1;
+    auto e = read_blocks(q::events_before, topic, to_db(bound), std::nullopt,
+                         [&](std::vector<event>& block) {
+                           for (auto it = block.rbegin(); it != block.rend(); ++it) {
+                             if (it->seq >= lowest) continue;
+                             lowest = it->seq;
+                             newest_first.push_back(std::move(*it));
+                             if (newest_first.size() == limit) return false;
+                           }
+                           return true;
+                         });
+    if (e) return *e;
+    std::reverse(newest_first.begin(), newest_first.end());
+    return newest_first;
   }
 
   result<uint64_t> last_seq(std::string_view topic) override {
@@ -529,16 +604,22 @@ class sqlite_store final : public store {
       if (!s) return s.err();
       in_use use{*s};
       int rc = bind_all(*s, bound);
-      if (rc == SQLITE_OK) rc = sqlite3_step(*s);
+      // Block deletions answer each block's event count (RETURNING); runs count as changes.
+      if (rc == SQLITE_OK) {
+        while ((rc = sqlite3_step(*s)) == SQLITE_ROW)
+          deleted += static_cast<uint64_t>(std::max<int64_t>(0, sqlite3_column_int64(*s, 0)));
+      }
       if (rc != SQLITE_DONE) return failure(writer_->db(), rc, "retention");
       if (count) deleted += static_cast<uint64_t>(sqlite3_changes64(writer_->db()));
       return std::nullopt;
     };
     std::optional<error> e;
-    if (events_before_ms > 0) e = step(q::delete_events_before, events_before_ms, true);
+    // A block goes when its newest event is older than the bound (a block is one commit's run
+    // of a topic: its events were appended within milliseconds of each other).
+    if (events_before_ms > 0) e = step(q::delete_events_before, events_before_ms, false);
     if (!e && runs_ended_before_ms > 0) {
       // Events and topic rows first: they are found through the runs deleted last.
-      e = step(q::delete_finished_run_events, runs_ended_before_ms, true);
+      e = step(q::delete_finished_run_events, runs_ended_before_ms, false);
       if (!e) e = step(q::delete_finished_run_topics, runs_ended_before_ms, false);
       if (!e) e = step(q::delete_finished_runs, runs_ended_before_ms, true);
     }
@@ -599,27 +680,47 @@ class sqlite_store final : public store {
       if (rc == SQLITE_OK) rc = sqlite3_step(*upsert_run);
       if (rc != SQLITE_DONE) return failure(c.db(), rc, "write: run " + r.info.id);
     }
-    auto insert_event = c.statement(q::insert_event);
-    if (!insert_event) return insert_event.err();
+    auto insert_block = c.statement(q::insert_block);
+    if (!insert_block) return insert_block.err();
     auto upsert_topic = c.statement(q::upsert_topic);
     if (!upsert_topic) return upsert_topic.err();
     const int64_t now = now_ms();
-    uint64_t inserted = 0;
     const auto& events = b.events;
-    // A batch holds each topic's events mostly contiguously: one topic upsert per stretch (a
-    // topic in two stretches is upserted twice, harmlessly: last_seq keeps the max).
-    for (std::size_t i = 0; i < events.size();) {
-      const std::string& topic = events[i].topic;
+    const auto spans = plan_blocks(events);
+    // Per topic of the batch: the highest seq stored or written so far in this transaction. A
+    // block above it is new whole (a flood's case: no read); one at or below it is cut down to
+    // the seqs no stored block holds, so a retried batch inserts nothing twice.
+    std::unordered_map<std::string_view, uint64_t> known;
+    uint64_t inserted = 0;
+    // One topic upsert per stretch of a topic's blocks (a topic in two stretches is upserted
+    // twice, harmlessly: last_seq keeps the max).
+    for (std::size_t k = 0; k < spans.size();) {
+      const std::string& topic = events[spans[k].begin].topic;
+      auto [slot, fresh] = known.try_emplace(topic, 0);
+      if (fresh) {
+        auto stored = topic_last_seq(c, topic);
+        if (!stored) return stored.err();
+        slot->second = *stored;
+      }
       uint64_t top = 0;
-      for (; i < events.size() && events[i].topic == topic; ++i) {
-        const event& e = events[i].e;
-        in_use use{*insert_event};
-        int rc = bind_all(*insert_event, std::string_view{topic}, to_db(e.seq),
-                          std::string_view{e.type}, std::string_view{e.data}, e.ts);
-        if (rc == SQLITE_OK) rc = sqlite3_step(*insert_event);
-        if (rc != SQLITE_DONE) return failure(c.db(), rc, "write: event of " + topic);
-        inserted += static_cast<uint64_t>(sqlite3_changes64(c.db()));
-        top = std::max(top, e.seq);
+      for (; k < spans.size() && events[spans[k].begin].topic == topic; ++k) {
+        const block_span span = spans[k];
+        const uint64_t first = events[span.begin].e.seq, last = events[span.end - 1].e.seq;
+        if (first > slot->second) {
+          auto n = insert(c, *insert_block, events, span);
+          if (!n) return n.err();
+          inserted += *n;
+        } else {
+          auto stored = stored_ranges(c, topic, first, last);
+          if (!stored) return stored.err();
+          for (const block_span part : uncovered(events, span, *stored)) {
+            auto n = insert(c, *insert_block, events, part);
+            if (!n) return n.err();
+            inserted += *n;
+          }
+        }
+        slot->second = std::max(slot->second, last);
+        top = std::max(top, last);
       }
       in_use use{*upsert_topic};
       int rc = bind_all(*upsert_topic, std::string_view{topic}, to_db(top), now);
@@ -629,28 +730,84 @@ class sqlite_store final : public store {
     return inserted;
   }
 
-  result<std::vector<event>> read_events(q id, std::string_view topic, int64_t bound,
-                                         std::size_t limit) {
+  /// Inserts events [span) as one block; answers how many events that stored (0 when a block
+  /// starting at the same seq was there already).
+  static result<uint64_t> insert(connection& c, sqlite3_stmt* s,
+                                 const std::vector<topic_event>& events, block_span span) {
+    const std::string& topic = events[span.begin].topic;
+    int64_t ts = events[span.begin].e.ts;
+    for (std::size_t i = span.begin; i < span.end; ++i) ts = std::max(ts, events[i].e.ts);
+    const std::string body = encode_block(events, span);
+    in_use use{s};
+    int rc = bind_all(s, std::string_view{topic}, to_db(events[span.begin].e.seq),
+                      to_db(events[span.end - 1].e.seq), ts, blob{body});
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return failure(c.db(), rc, "write: events of " + topic);
+    return sqlite3_changes64(c.db()) > 0 ? uint64_t{span.size()} : uint64_t{0};
+  }
+
+  /// The topic's last_seq as stored (0 when unknown), read inside the write transaction.
+  static result<uint64_t> topic_last_seq(connection& c, std::string_view topic) {
+    auto s = c.statement(q::last_seq);
+    if (!s) return s.err();
+    in_use use{*s};
+    int rc = bind_all(*s, topic);
+    if (rc == SQLITE_OK) rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) return uint64_t{0};
+    if (rc != SQLITE_ROW) return failure(c.db(), rc, "write: last_seq");
+    return static_cast<uint64_t>(std::max<int64_t>(0, sqlite3_column_int64(*s, 0)));
+  }
+
+  /// The seq ranges of the topic's stored blocks that may hold a seq in first..last: a block has
+  /// at most max_block_events events, so it starts no earlier than first - (max - 1).
+  static result<std::vector<seq_range>> stored_ranges(connection& c, std::string_view topic,
+                                                      uint64_t first, uint64_t last) {
+    auto s = c.statement(q::blocks_between);
+    if (!s) return s.err();
+    in_use use{*s};
+    const uint64_t lower = first > max_block_events ? first - (max_block_events - 1) : 0;
+    int rc = bind_all(*s, topic, to_db(lower), to_db(last));
+    std::vector<seq_range> out;
+    if (rc == SQLITE_OK) {
+      while ((rc = sqlite3_step(*s)) == SQLITE_ROW)
+        out.push_back({static_cast<uint64_t>(sqlite3_column_int64(*s, 0)),
+                       static_cast<uint64_t>(sqlite3_column_int64(*s, 1))});
+    }
+    if (rc != SQLITE_DONE)
+      return failure(c.db(), rc, "write: stored blocks of " + std::string{topic});
+    return out;
+  }
+
+  /// Steps a block query (columns first_seq, events) bound to (topic, a, [b]) and hands each
+  /// block's events to `take` until it answers false. Error on a failed step or a damaged block.
+  template <class Take>
+  std::optional<error> read_blocks(q id, std::string_view topic, int64_t a,
+                                   std::optional<int64_t> b, Take take) {
     auto lease = lease_reader();
     auto s = lease.conn.statement(id);
     if (!s) return s.err();
     in_use use{*s};
-    if (int rc = bind_all(*s, topic, bound, to_db(static_cast<uint64_t>(limit))); rc != SQLITE_OK)
-      return failure(lease.conn.db(), rc, "read events");
-    std::vector<event> out;
-    out.reserve(std::min<std::size_t>(limit, 256));  // the limit may be far above what is stored
-    int rc;
+    int rc = b ? bind_all(*s, topic, a, *b) : bind_all(*s, topic, a);
+    if (rc != SQLITE_OK) return failure(lease.conn.db(), rc, "read events");
+    std::vector<event> block;
     while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
-      event e;
-      e.seq = static_cast<uint64_t>(sqlite3_column_int64(*s, 0));
-      e.type = column_text(*s, 1);
-      e.data = column_text(*s, 2);
-      e.ts = sqlite3_column_int64(*s, 3);
-      out.push_back(std::move(e));
+      block.clear();
+      std::string_view body = column_blob(*s, 1);
+      for (;;) {
+        event e;
+        auto more = next_block_event(body, e);
+        if (!more)
+          return error{errc::internal, "sqlite: " + more.err().message + " (" + std::string{topic} +
+                                           " block at seq " +
+                                           std::to_string(sqlite3_column_int64(*s, 0)) + ")"};
+        if (!*more) break;
+        block.push_back(std::move(e));
+      }
+      if (!take(block)) return std::nullopt;
     }
     if (rc != SQLITE_DONE)
       return failure(lease.conn.db(), rc, "read events of " + std::string{topic});
-    return out;
+    return std::nullopt;
   }
 
   /// One seq (0 when there is no row).

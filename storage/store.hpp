@@ -11,7 +11,9 @@
 //        created_at, ended_at, last_seq)                  — index (owner, idempotency_key),
 //        (status)
 //   topics(topic PK, last_seq, updated_at)                — a topic's numbering survives retention
-//   events(topic, seq, type, data, ts, PK (topic, seq))   — room messages are events of room topics
+//   event_blocks(topic, first_seq, last_seq, ts, events)  — unique (topic, first_seq), index (ts):
+//        a topic's events first_seq..last_seq in one row (storage/event_block.hpp; version 2 —
+//        version 1 had one row per event); room messages are events of room topics
 
 #include <cstdint>
 #include <memory>
@@ -95,7 +97,9 @@ class store {
   /// Runs whose status is `running` (to re-activate after a crash), oldest first.
   virtual result<std::vector<run_row>> running_runs() = 0;
 
-  /// Retention: deletes events with ts < events_before_ms (of every topic), and finished runs
+  /// Retention: deletes events with ts < events_before_ms (of every topic; a block of events
+  /// goes when its newest event is that old, so an event may outlive the bound by as long as its
+  /// block took to fill — one group commit), and finished runs
   /// (status not running) with ended_at < runs_ended_before_ms together with their events and
   /// topic row. 0 disables either part. One transaction. Answers the number of events and runs
   /// deleted (topic rows are not counted).

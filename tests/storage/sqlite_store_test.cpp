@@ -84,8 +84,8 @@ run_row running(const std::string& id) {
 /// A plain SQLite connection to the same file, as an operator's shell or another process.
 class raw_connection {
  public:
-  explicit raw_connection(const fs::path& file) {
-    if (sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
+  explicit raw_connection(const fs::path& file, int flags = SQLITE_OPEN_READWRITE) {
+    if (sqlite3_open_v2(file.c_str(), &db_, flags, nullptr) != SQLITE_OK)
       ADD_FAILURE() << "cannot open " << file << ": " << sqlite3_errmsg(db_);
   }
   raw_connection(const raw_connection&) = delete;
@@ -142,15 +142,78 @@ TEST_F(sqlite_store_test, creates_the_file_and_its_missing_directories) {
   EXPECT_TRUE(db->ping().ok());
 }
 
-TEST_F(sqlite_store_test, the_file_is_in_wal_mode_with_the_schema_of_version_one) {
+TEST_F(sqlite_store_test, the_file_is_in_wal_mode_with_the_schema_of_version_two) {
   auto db = open();
   ASSERT_TRUE(db);
   ASSERT_TRUE(db->write(events_of("run:a", 1, 3)).ok());
   raw_connection raw{file()};
   EXPECT_EQ(raw.text("PRAGMA journal_mode"), "wal");
   EXPECT_TRUE(fs::exists(file().string() + "-wal"));
-  EXPECT_EQ(raw.text("SELECT group_concat(version) FROM schema_migrations"), "1");
-  EXPECT_EQ(raw.text("SELECT count(*) FROM events"), "3");
+  EXPECT_EQ(raw.text("SELECT group_concat(version) FROM schema_migrations"), "1,2");
+  // One batch of one topic's contiguous events: one row.
+  EXPECT_EQ(raw.text("SELECT count(*) || ' ' || first_seq || '..' || last_seq FROM event_blocks"),
+            "1 1..3");
+  EXPECT_EQ(raw.text("SELECT count(*) FROM sqlite_schema WHERE name = 'events'"), "0");
+}
+
+TEST_F(sqlite_store_test, a_version_one_file_is_migrated_with_every_event_byte_exact) {
+  {
+    // The schema of version 1 as it shipped, with events written the way it wrote them.
+    raw_connection raw{file(), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE};
+    ASSERT_EQ(raw.exec(R"sql(
+CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
+INSERT INTO schema_migrations VALUES (1, 0);
+CREATE TABLE runs (id TEXT NOT NULL PRIMARY KEY, owner TEXT NOT NULL, kind TEXT NOT NULL,
+  input TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+  inactivity_s INTEGER NOT NULL, ttl_s INTEGER NOT NULL, created_at INTEGER NOT NULL,
+  ended_at INTEGER NOT NULL, last_seq INTEGER NOT NULL) STRICT;
+CREATE INDEX runs_by_owner_key ON runs (owner, idempotency_key) WHERE idempotency_key <> '';
+CREATE INDEX runs_by_status ON runs (status, created_at, id);
+CREATE INDEX runs_by_ended ON runs (ended_at);
+CREATE TABLE topics (topic TEXT NOT NULL PRIMARY KEY, last_seq INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+CREATE TABLE events (topic TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
+  data TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (topic, seq)) STRICT, WITHOUT ROWID;
+CREATE INDEX events_by_ts ON events (ts);
+INSERT INTO topics VALUES ('room:r', 9, 0), ('run:a', 2, 0);
+INSERT INTO events VALUES
+  ('room:r', 7, 'message', '{"text":"h\u00e9llo 😀 é
+line 2","user":"a b"}', 1700000000001),
+  ('room:r', 9, 'message', '{"text":"9"}', -3),
+  ('run:a', 1, 'tool.call-1', '[1,{"a":null}]', 5),
+  ('run:a', 2, 'complete', 'null', 6);
+)sql"),
+              SQLITE_OK);
+  }
+  auto db = open();
+  ASSERT_TRUE(db);
+  auto room = db->events_after("room:r", 0, 100);
+  ASSERT_TRUE(room.ok()) << room.err().message;
+  ASSERT_EQ(room->size(), 2u);
+  EXPECT_EQ((*room)[0].seq, 7u);
+  EXPECT_EQ((*room)[0].type, "message");
+  EXPECT_EQ((*room)[0].data, "{\"text\":\"h\\u00e9llo 😀 é\nline 2\",\"user\":\"a b\"}");
+  EXPECT_EQ((*room)[0].ts, 1700000000001);
+  EXPECT_EQ((*room)[1].seq, 9u);
+  EXPECT_EQ((*room)[1].ts, -3);
+  auto run = db->events_after("run:a", 0, 100);
+  ASSERT_TRUE(run.ok());
+  ASSERT_EQ(run->size(), 2u);
+  EXPECT_EQ((*run)[0].type, "tool.call-1");
+  EXPECT_EQ((*run)[0].data, "[1,{\"a\":null}]");
+  EXPECT_EQ((*run)[1].data, "null");
+  EXPECT_EQ(*db->first_seq("room:r"), 7u);
+  EXPECT_EQ(*db->last_seq("room:r"), 9u);
+  // Writing goes on where version 1 stopped; a retry of a migrated event inserts nothing.
+  auto more = events_of("room:r", 9, 11);
+  auto w = db->write(more);
+  ASSERT_TRUE(w.ok()) << w.err().message;
+  EXPECT_EQ(*w, 2u);
+  auto after = db->events_after("room:r", 0, 100);
+  ASSERT_TRUE(after.ok());
+  std::vector<uint64_t> all;
+  for (const auto& e : *after) all.push_back(e.seq);
+  EXPECT_EQ(all, (std::vector<uint64_t>{7, 9, 10, 11}));
 }
 
 TEST_F(sqlite_store_test, data_survives_closing_and_reopening_and_migrate_keeps_the_version) {
@@ -165,11 +228,11 @@ TEST_F(sqlite_store_test, data_survives_closing_and_reopening_and_migrate_keeps_
   ASSERT_TRUE(db.ok()) << db.err().message;
   auto v = (*db)->migrate();
   ASSERT_TRUE(v.ok()) << v.err().message;
-  EXPECT_EQ(*v, 1);
+  EXPECT_EQ(*v, 2);
   EXPECT_EQ((*db)->events_after("room:r", 0, 100)->size(), 20u);
   EXPECT_EQ(*(*db)->last_seq("room:r"), 20u);
   EXPECT_TRUE((*db)->load_run("x").ok());
-  EXPECT_EQ(*(*db)->migrate(), 1);
+  EXPECT_EQ(*(*db)->migrate(), 2);
 }
 
 TEST_F(sqlite_store_test, a_commit_survives_kill_9_of_the_process_that_made_it) {
@@ -279,9 +342,10 @@ TEST_F(sqlite_store_test, a_batch_failing_half_way_leaves_nothing_of_it) {
   ASSERT_TRUE(db);
   ASSERT_TRUE(db->write(events_of("run:a", 1, 2)).ok());
   raw_connection raw{file()};
-  ASSERT_EQ(raw.exec("CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.topic = 'run:poison' "
-                     "BEGIN SELECT RAISE(ABORT, 'poisoned topic'); END"),
-            SQLITE_OK);
+  ASSERT_EQ(
+      raw.exec("CREATE TRIGGER poison BEFORE INSERT ON event_blocks WHEN NEW.topic = 'run:poison' "
+               "BEGIN SELECT RAISE(ABORT, 'poisoned topic'); END"),
+      SQLITE_OK);
 
   batch b;
   b.runs = {running("r1"), running("r2")};
@@ -300,7 +364,7 @@ TEST_F(sqlite_store_test, a_batch_failing_half_way_leaves_nothing_of_it) {
   EXPECT_EQ(*db->last_seq("run:poison"), 0u);
   EXPECT_EQ(db->load_run("r1").err().code, errc::not_found);
   EXPECT_TRUE(db->running_runs()->empty());
-  EXPECT_EQ(raw.text("SELECT count(*) FROM events"), "2");
+  EXPECT_EQ(raw.text("SELECT sum(last_seq - first_seq + 1) FROM event_blocks"), "2");
 
   // The writer is usable again, and the retry writes the whole batch once the cause is gone.
   ASSERT_EQ(raw.exec("DROP TRIGGER poison"), SQLITE_OK);
