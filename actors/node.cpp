@@ -48,7 +48,8 @@ struct node::impl {
     if (db) {
       // Detached: the store's calls block, so the storage actor gets a thread of its own.
       storage = system->spawn<caf::detached>(storage_actor, db, settings.storage, &counters);
-      link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events};
+      link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events,
+                          settings.storage.backpressure_events};
     }
     shard = system->spawn(shard_actor, settings, &counters, link);
     edge = system->spawn(edge_actor, shard, &counters, storage);

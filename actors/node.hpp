@@ -39,6 +39,7 @@ struct storage_settings {
   unsigned flush_ms = 20;                   // storage.flush_ms: group commit window
   std::size_t flush_events = 512;           // storage.flush_events: ... or this many events
   std::size_t max_pending_events = 100000;  // storage.max_pending_events: past it, 503
+  std::size_t backpressure_events = 10000;  // storage.backpressure_events: past it acks wait
   uint64_t retention_events_s = 0;  // storage.retention_events_s: older events deleted (0: never)
   uint64_t retention_runs_s = 0;    // storage.retention_runs_s: runs ended longer ago (0: never)
   unsigned retention_interval_s = 300;  // storage.retention_interval_s: how often it runs

@@ -156,6 +156,7 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
           if (auto it = recent.answers.find(key); it != recent.answers.end()) return it->second;
         }
         room_post_reply reply{new_message_id(), st.ring.last_seq() + 1};
+        const bool wait = st.storage.must_wait(*st.counters);
         publish(self, event{reply.seq, "message", room_message_data(reply.message_id, who.sub, in),
                             now_ms()});
         if (!key.empty()) {
@@ -166,8 +167,8 @@ caf::behavior room_actor(room_actor_type* self, room_spec spec,
             recent.order.pop_front();
           }
         }
-        if (!st.storage.sync()) return reply;
-        // Sync durability: the sender hears back once the message is committed.
+        if (!wait) return reply;
+        // Sync durability or back-pressure: the sender hears back once the message is committed.
         auto rp = self->make_response_promise<room_post_reply>();
         self->request(st.storage.actor, storage_timeout, barrier_atom::value)
             .then([rp, reply](bool) mutable { rp.deliver(reply); },

@@ -59,11 +59,12 @@ void persist_row(run_actor_type* self) {
   if (st.storage.enabled()) self->send(st.storage.actor, persist_atom::value, make_row(st));
 }
 
-/// Sync durability: answers `value` once storage has committed everything sent so far.
+/// Answers `value` at once, or when `wait` (storage_link::must_wait, asked before the events were
+/// sent: sync durability or back-pressure) once storage has committed everything sent so far.
 template <class T>
-caf::result<T> after_commit(run_actor_type* self, T value) {
+caf::result<T> after_commit(run_actor_type* self, bool wait, T value) {
   auto& st = self->state;
-  if (!st.storage.sync()) return value;
+  if (!wait) return value;
   auto rp = self->make_response_promise<T>();
   self->request(st.storage.actor, storage_timeout, barrier_atom::value)
       .then([rp, value](bool) mutable { rp.deliver(std::move(value)); },
@@ -243,8 +244,9 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
         auto seq = st.ring.last_seq();
         for (auto& x : in) batch.push_back(event{++seq, std::move(x.type), std::move(x.data), ts});
         st.last_activity = self->clock().now();
+        const bool wait = st.storage.must_wait(*st.counters);
         publish(self, std::move(batch));
-        return after_commit<uint64_t>(self, st.info.last_seq);
+        return after_commit<uint64_t>(self, wait, st.info.last_seq);
       },
       [=](finish_atom, const caller& who, finish_kind how,
           std::string& data) -> caf::result<run_info> {
@@ -254,6 +256,7 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
           return make_error(errc::forbidden, "completing or failing a run needs the service role");
         if (is_terminal(st.info.status))
           return make_error(errc::conflict, "run is " + std::string{to_string(st.info.status)});
+        const bool wait = st.storage.must_wait(*st.counters);
         switch (how) {
           case finish_kind::complete:
             end_run(self, run_status::completed, "", "complete", std::move(data));
@@ -266,7 +269,7 @@ caf::behavior run_actor(run_actor_type* self, run_spec spec, caf::actor shard,
                     cancelled_data(who.sub));
             break;
         }
-        return after_commit<run_info>(self, st.info);
+        return after_commit<run_info>(self, wait, st.info);
       },
       [=](caf::subscribe_atom, const caller& who, uint64_t after,
           const caf::actor& edge) -> caf::result<replay_reply> {

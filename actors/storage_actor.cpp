@@ -185,6 +185,13 @@ bool storage_link::refuses(const node_counters& c) const noexcept {
                                        static_cast<int64_t>(max_pending_events);
 }
 
+bool storage_link::must_wait(const node_counters& c) const noexcept {
+  if (!actor || mode == durability::none) return false;
+  if (mode == durability::sync) return true;
+  return backpressure_events > 0 && c.storage_pending.load(std::memory_order_relaxed) >=
+                                        static_cast<int64_t>(backpressure_events);
+}
+
 caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::store> db,
                             storage_settings settings, node_counters* counters) {
   auto& st = self->state;

@@ -55,12 +55,18 @@ struct storage_link {
   caf::actor actor;
   durability mode = durability::none;
   std::size_t max_pending_events = 0;
+  std::size_t backpressure_events = 0;  // 0: batched acks never wait
 
   bool enabled() const noexcept { return static_cast<bool>(actor); }
   bool sync() const noexcept { return actor && mode == durability::sync; }
   /// True when a producer must be refused (`unavailable`) rather than acknowledged: storage is
   /// down in sync mode, or too much is waiting for it in any mode.
   bool refuses(const node_counters& c) const noexcept;
+  /// True when a producer's ack must wait for the commit of what it sent: always in sync mode;
+  /// in batched mode while storage is behind by backpressure_events or more (back-pressure: a
+  /// flood slows to what storage commits instead of filling the bound and being refused). Asked
+  /// before the producer's events are counted as pending.
+  bool must_wait(const node_counters& c) const noexcept;
 };
 
 /// Before `self` handles any other message (await holds them in its mailbox), asks storage for

@@ -241,6 +241,10 @@ const std::vector<option>& options() {
       number("storage.max_pending_events", RELAY_FIELD(node.storage.max_pending_events), 1,
              100'000'000,
              "Uncommitted events at most (storage slow or down); past it producers get 503."),
+      number("storage.backpressure_events", RELAY_FIELD(node.storage.backpressure_events), 0,
+             100'000'000,
+             "Uncommitted events past which a producer's ack waits for the commit (batched), "
+             "slowing producers to what storage takes; 0 = never wait."),
       number("storage.retention_events_s", RELAY_FIELD(node.storage.retention_events_s), 0,
              100 * year_s, "Events older than this many seconds are deleted; 0 keeps them."),
       number("storage.retention_runs_s", RELAY_FIELD(node.storage.retention_runs_s), 0,

@@ -42,7 +42,8 @@ class node_fixture : public ::testing::Test {
     storage_link link;
     if (db) {
       storage = fx.sys.spawn(storage_actor, std::move(db), settings.storage, &counters);
-      link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events};
+      link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events,
+                          settings.storage.backpressure_events};
     }
     shard = fx.sys.spawn(shard_actor, settings, &counters, link);
     edge = fx.sys.spawn(edge_actor, shard, &counters, storage);

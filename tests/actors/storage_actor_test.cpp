@@ -92,6 +92,8 @@ class durable_node : public test::node_fixture {
  public:
   durable_node(durability mode, std::shared_ptr<flaky_store> db, uint64_t retention_events_s = 0)
       : node_fixture(durable(mode, retention_events_s), db), db_(std::move(db)) {}
+  durable_node(node_settings s, std::shared_ptr<flaky_store> db)
+      : node_fixture(std::move(s), db), db_(std::move(db)) {}
 
   result<room_post_reply> post(const std::string& text, const std::string& room = "lobby") {
     room_message_input in;
@@ -223,6 +225,48 @@ TEST_F(batched_node, past_max_pending_events_producers_are_refused_instead_of_gr
   advance(6s);
   EXPECT_EQ(stored("run:" + run->info.id).size(), 1200u);
   EXPECT_EQ(append(run->info.id, 1).value(), 1201u);
+}
+
+TEST(storage_backpressure, past_backpressure_events_batched_acks_wait_for_the_commit) {
+  temp_dir dir;
+  auto db = open_db(dir.path);
+  auto settings = durable(durability::batched);
+  settings.storage.flush_events = 1000;  // no commit by size: only the timer or a barrier
+  settings.storage.backpressure_events = 100;
+  struct node_t : durable_node {
+    using durable_node::durable_node;
+    void TestBody() override {}
+  } n{settings, db};
+  auto run = n.create_external();
+  ASSERT_TRUE(run.ok());
+  const std::string topic = "run:" + run->info.id;
+  // No virtual time passes in this test: a commit can only come from a waiting ack's barrier.
+  ASSERT_EQ(n.append(run->info.id, 150).value(), 150u);  // below the mark: acked before commit
+  EXPECT_TRUE(n.stored(topic).empty());
+  EXPECT_EQ(n.counters.storage_pending.load(), 150);
+  ASSERT_EQ(n.append(run->info.id, 1).value(), 151u);  // 150 behind: this ack waited
+  EXPECT_EQ(n.stored(topic), iota(1, 151));
+  EXPECT_EQ(n.counters.storage_pending.load(), 0);
+  ASSERT_EQ(n.append(run->info.id, 1).value(), 152u);  // caught up: no wait again
+  EXPECT_EQ(n.stored(topic), iota(1, 151));
+  // Rooms too (the room's activation reads storage, which commits event 152 first): the 101st
+  // message finds 100 waiting.
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(n.post("m", "bp").ok());
+  EXPECT_TRUE(n.stored("room:bp").empty());
+  ASSERT_EQ(n.post("m", "bp").value().seq, 101u);
+  EXPECT_EQ(n.stored("room:bp"), iota(1, 101));
+  EXPECT_EQ(n.stored(topic), iota(1, 152));
+  // Storage down while behind: the waiting producer hears `unavailable` (no ack it cannot keep),
+  // its events stay pending and land once the database is back.
+  db->down = true;
+  ASSERT_TRUE(n.append(run->info.id, 120).ok());  // nothing was pending: acked at once
+  auto failed = n.append(run->info.id, 1);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.err().code, errc::unavailable);
+  db->down = false;
+  n.advance(6s);
+  EXPECT_EQ(n.stored(topic), iota(1, 273));
+  EXPECT_EQ(n.counters.storage_pending.load(), 0);
 }
 
 TEST(storage_restart, a_room_continues_its_seq_and_replays_from_storage_after_a_restart) {
