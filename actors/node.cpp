@@ -245,18 +245,6 @@ storage_health node::storage() const {
   return h;
 }
 
-std::string_view to_string(durability d) noexcept {
-  switch (d) {
-    case durability::none:
-      return "none";
-    case durability::batched:
-      return "batched";
-    case durability::sync:
-      return "sync";
-  }
-  return "?";
-}
-
 const run_limits& node::limits() const noexcept { return impl_->settings.limits; }
 
 void node::collect_metrics(std::vector<metric_sample>& out) const {

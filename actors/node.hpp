@@ -28,7 +28,18 @@ namespace relay {
 /// producer's ack waits for the commit.
 enum class durability : uint8_t { none, batched, sync };
 
-std::string_view to_string(durability d) noexcept;
+/// The config spelling (inline: app/config.cpp, which the fuzz targets build alone, needs it).
+inline std::string_view to_string(durability d) noexcept {
+  switch (d) {
+    case durability::none:
+      return "none";
+    case durability::batched:
+      return "batched";
+    case durability::sync:
+      return "sync";
+  }
+  return "?";
+}
 
 /// Options of durable storage (storage.* keys).
 struct storage_settings {
