@@ -94,6 +94,7 @@ TEST(config, every_documented_key_is_an_option) {
       "storage.flush_ms",
       "storage.flush_events",
       "storage.max_pending_events",
+      "storage.backpressure_events",
       "storage.retention_events_s",
       "storage.retention_runs_s",
       "storage.retention_interval_s",
