@@ -19,11 +19,33 @@
 #include "storage/store.hpp"
 
 namespace relay {
+/// A request a session makes of the actors, run by a bridge actor: sends it and installs the
+/// handler that hands the answer to the session's callback.
+struct bridge_job {
+  std::function<void(caf::event_based_actor*)> run;
+};
+}  // namespace relay
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(relay::bridge_job)
+
+namespace relay {
 
 namespace {
 
-/// How long a request from a session may wait for its topic before it is answered `unavailable`.
-constexpr auto request_timeout = std::chrono::seconds(10);
+/// Long-lived actors through which sessions (threads outside CAF) make requests. A short-lived
+/// actor per request would cost a spawn and, when it ends, a wake-up of CAF's clock thread
+/// (local_actor::cleanup cancels the actor's timeouts there): a context switch per request.
+caf::behavior bridge_actor(caf::event_based_actor* self) {
+  return {[self](bridge_job& job) { job.run(self); }};
+}
+
+/// Requests from sessions carry no timeout of their own: in CAF 0.17 every request with one adds
+/// an entry to the clock thread and wakes it, and removes it again at the answer — two thread
+/// wake-ups per HTTP request, 6-10 % of the server's CPU under a producer flood (bench/RESULTS.md).
+/// An answer still always comes: an actor that ends answers what is in its mailbox with an error
+/// (503 here), and where topics wait on others (storage barriers, loads) those requests carry
+/// their own timeouts (storage_timeout).
+constexpr auto request_timeout = caf::infinite;
 
 class node_config : public caf::actor_system_config {
  public:
@@ -53,6 +75,10 @@ struct node::impl {
     }
     shard = system->spawn(shard_actor, settings, &counters, link);
     edge = system->spawn(edge_actor, shard, &counters, storage);
+    const std::size_t threads = settings.scheduler_threads ? settings.scheduler_threads
+                                                           : std::thread::hardware_concurrency();
+    for (std::size_t i = 0; i < std::max<std::size_t>(2, threads); ++i)
+      bridges.push_back(system->spawn(bridge_actor));
     spdlog::info(
         "node started name={} scheduler_threads={} ring_capacity={} storage={} durability={}",
         settings.name, system->scheduler().num_workers(), settings.ring_capacity, backend(),
@@ -86,14 +112,14 @@ struct node::impl {
       done(result<T>{errc::unavailable, "the server is stopping"});
       return;
     }
-    // The callback and the request travel as spawn arguments, not captures: CAF 0.17 binds a
-    // null tuple for argument-less spawns (a UBSan finding in caf/detail/init_fun_factory.hpp).
-    system->spawn(
-        [](caf::event_based_actor* self, callback<T> done, MakeRequest make_request) {
-          make_request(self).then([done](T& x) { done(result<T>{std::move(x)}); },
-                                  [done](caf::error& e) { done(result<T>{from_caf_error(e)}); });
-        },
-        std::move(done), std::move(make_request));
+    const auto& bridge =
+        bridges[next_bridge.fetch_add(1, std::memory_order_relaxed) % bridges.size()];
+    caf::anon_send(bridge, bridge_job{[done = std::move(done),
+                                       make_request = std::move(make_request)](auto* self) mutable {
+                     make_request(self).then(
+                         [done](T& x) { done(result<T>{std::move(x)}); },
+                         [done](caf::error& e) { done(result<T>{from_caf_error(e)}); });
+                   }});
   }
 
   node_settings settings;
@@ -103,6 +129,8 @@ struct node::impl {
   caf::actor storage;  // null with durability none
   caf::actor shard;
   caf::actor edge;
+  std::vector<caf::actor> bridges;  // ask() takes them in turn
+  std::atomic<uint64_t> next_bridge{0};
   std::atomic<uint64_t> next_sub{1};
   std::atomic<bool> stopped{false};
 };
@@ -310,7 +338,9 @@ void node::stop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     caf::anon_send(impl_->storage, stop_atom::value);
   }
+  for (auto& bridge : impl_->bridges) caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
   impl_->system->await_all_actors_done();
+  impl_->bridges.clear();
   impl_->edge = nullptr;
   impl_->shard = nullptr;
   impl_->storage = nullptr;
