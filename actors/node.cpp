@@ -69,7 +69,8 @@ struct node::impl {
     storage_link link;
     if (db) {
       // Detached: the store's calls block, so the storage actor gets a thread of its own.
-      storage = system->spawn<caf::detached>(storage_actor, db, settings.storage, &counters);
+      auto writer = system->spawn<caf::detached>(storage_actor, db, settings.storage, &counters);
+      storage = system->spawn(storage_front, writer, settings.storage);
       link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events,
                           settings.storage.backpressure_events};
     }

@@ -164,16 +164,57 @@ void retain(storage_actor_type* self) {
                      retain_atom::value);
 }
 
-void add_row(storage_actor_type* self, const storage::run_row& row) {
-  auto& runs = self->state.pending.runs;
-  // The newest state wins: replace an older row of the same run in this batch.
+/// Adds a run's row to `runs`; the newest state wins: it replaces an older row of the same run.
+void put_row(std::vector<storage::run_row>& runs, storage::run_row row) {
   auto it = std::find_if(runs.begin(), runs.end(),
                          [&](const storage::run_row& r) { return r.info.id == row.info.id; });
   if (it != runs.end())
-    *it = row;
+    *it = std::move(row);
   else
-    runs.push_back(row);
+    runs.push_back(std::move(row));
+}
+
+void add_row(storage_actor_type* self, const storage::run_row& row) {
+  put_row(self->state.pending.runs, row);
   schedule_flush(self, false);
+}
+
+/// A batch from the front: joins what is pending and is committed at once — by a message to
+/// ourselves, so batches already in the mailbox join the same commit.
+void add_batch(storage_actor_type* self, storage::batch& b) {
+  auto& st = self->state;
+  if (st.pending.empty()) {
+    st.pending = std::move(b);
+  } else {
+    for (auto& row : b.runs) put_row(st.pending.runs, std::move(row));
+    st.pending.events.insert(st.pending.events.end(), std::make_move_iterator(b.events.begin()),
+                             std::make_move_iterator(b.events.end()));
+  }
+  schedule_flush(self, true);
+}
+
+// -- the front ---------------------------------------------------------------------------------
+
+/// Hands what the front collected to the writer, in one message.
+void hand_over(storage_front_type* self) {
+  auto& st = self->state;
+  if (st.pending.empty()) return;
+  self->send(st.writer, std::move(st.pending));
+  st.pending = storage::batch{};
+}
+
+/// Hands over at once past flush_events, else within flush_ms.
+void front_schedule(storage_front_type* self) {
+  auto& st = self->state;
+  if (st.pending.events.size() >= st.settings.flush_events) return hand_over(self);
+  if (st.timer_armed) return;
+  st.timer_armed = true;
+  self->delayed_send(self, milliseconds(st.settings.flush_ms), check_atom::value);
+}
+
+void front_add_events(storage_front_type* self, const topic_events& msg) {
+  auto& events = self->state.pending.events;
+  for (const auto& e : msg.events) events.push_back(storage::topic_event{msg.topic, e});
 }
 
 }  // namespace
@@ -192,6 +233,57 @@ bool storage_link::must_wait(const node_counters& c) const noexcept {
                                         static_cast<int64_t>(backpressure_events);
 }
 
+caf::behavior storage_front(storage_front_type* self, caf::actor writer,
+                            storage_settings settings) {
+  auto& st = self->state;
+  st.writer = std::move(writer);
+  st.settings = std::move(settings);
+  st.settings.flush_ms = std::max(1u, st.settings.flush_ms);
+  st.settings.flush_events = std::max<std::size_t>(1, st.settings.flush_events);
+  // The writer answers barriers and reads; the front hands over first, so they see every event
+  // sent to storage before them.
+  auto to_writer = [self](auto... xs) {
+    hand_over(self);
+    return self->delegate(self->state.writer, xs...);
+  };
+  return {
+      [=](const topic_events& msg) {
+        front_add_events(self, msg);
+        front_schedule(self);
+      },
+      [=](persist_atom, const storage::run_row& row) {
+        put_row(self->state.pending.runs, row);
+        front_schedule(self);
+      },
+      [=](persist_atom, const storage::run_row& row, const topic_events& msg) {
+        put_row(self->state.pending.runs, row);
+        front_add_events(self, msg);
+        front_schedule(self);
+      },
+      [=](check_atom) {  // the flush_ms timer
+        self->state.timer_armed = false;
+        hand_over(self);
+      },
+      [=](barrier_atom a) { return to_writer(a); },
+      [=](load_atom a, const std::string& topic, uint64_t max_events) {
+        return to_writer(a, topic, max_events);
+      },
+      [=](load_run_atom a, const std::string& id) { return to_writer(a, id); },
+      [=](running_atom a) { return to_writer(a); },
+      [=](history_atom a, const std::string& topic, uint64_t before_seq, uint64_t limit) {
+        return to_writer(a, topic, before_seq, limit);
+      },
+      [=](fill_atom a, const std::string& topic, uint64_t after, uint64_t limit) {
+        return to_writer(a, topic, after, limit);
+      },
+      [=](stop_atom a) {
+        hand_over(self);
+        self->send(self->state.writer, a);
+        self->quit();
+      },
+  };
+}
+
 caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::store> db,
                             storage_settings settings, node_counters* counters) {
   auto& st = self->state;
@@ -204,6 +296,8 @@ caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::s
     self->delayed_send(self, std::chrono::seconds(std::max(1u, st.settings.retention_interval_s)),
                        retain_atom::value);
   return {
+      // What the front collected.
+      [=](storage::batch& b) { add_batch(self, b); },
       // Live events of a topic: the message the topic also sends to its edges.
       [=](const topic_events& msg) { add_events(self, msg); },
       // A run's row when it is created.

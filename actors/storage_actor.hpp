@@ -11,7 +11,11 @@
 // (bounded: past max_pending_events topics refuse producers with `unavailable`); `storage_up` in
 // the counters drives /health.
 //
-// The store's calls block: the node spawns this actor detached (its own thread).
+// The store's calls block: the node spawns this actor detached (its own thread), behind a front
+// actor (storage_front) that topics talk to: the front runs on CAF's scheduler like the topics and
+// collects their events, and hands the writer one batch per flush window (or per flush_events).
+// A message to a detached actor wakes its thread; topics sending to it directly cost one thread
+// wake-up per producer request, the front one per commit.
 
 #include <spdlog/spdlog.h>
 
@@ -24,6 +28,8 @@
 #include "actors/counters.hpp"
 #include "actors/messages.hpp"
 #include "storage/store.hpp"
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(relay::storage::batch)  // front → writer, local only
 
 namespace relay {
 
@@ -44,8 +50,27 @@ struct storage_actor_state {
 
 using storage_actor_type = caf::stateful_actor<storage_actor_state>;
 
+/// The writer. Besides the messages of messages.hpp it takes (storage::batch) from its front.
 caf::behavior storage_actor(storage_actor_type* self, std::shared_ptr<storage::store> db,
                             storage_settings settings, node_counters* counters);
+
+struct storage_front_state {
+  static inline const char* name = "relay.storage_front";
+
+  caf::actor writer;
+  storage_settings settings;
+  storage::batch pending;    // collected, not handed to the writer yet
+  bool timer_armed = false;  // a flush_ms timer is pending
+};
+
+using storage_front_type = caf::stateful_actor<storage_front_state>;
+
+/// The actor topics, the shard and the edge address as "storage": the same messages as the
+/// writer's (messages.hpp). Events and rows are collected and handed to `writer` at flush_ms or
+/// flush_events; barriers and reads first hand over what was collected, then go to the writer
+/// (one sender, so the writer sees them after that batch). stop_atom: hands over, stops the
+/// writer (its last commit), quits.
+caf::behavior storage_front(storage_front_type* self, caf::actor writer, storage_settings settings);
 
 /// How long a topic waits for storage (a barrier, a load) before answering `unavailable`.
 constexpr auto storage_timeout = std::chrono::seconds(30);

@@ -41,7 +41,8 @@ class node_fixture : public ::testing::Test {
       : settings(std::move(s)) {
     storage_link link;
     if (db) {
-      storage = fx.sys.spawn(storage_actor, std::move(db), settings.storage, &counters);
+      auto writer = fx.sys.spawn(storage_actor, std::move(db), settings.storage, &counters);
+      storage = fx.sys.spawn(storage_front, writer, settings.storage);
       link = storage_link{storage, settings.storage.mode, settings.storage.max_pending_events,
                           settings.storage.backpressure_events};
     }
