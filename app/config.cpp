@@ -9,6 +9,8 @@
 #include <map>
 #include <type_traits>
 
+#include "protocols/cors.hpp"
+
 namespace relay {
 
 namespace {
@@ -102,6 +104,18 @@ std::optional<std::string> node_name(std::string_view v) {
   return std::nullopt;
 }
 
+std::optional<std::string> any_text(std::string_view) { return std::nullopt; }
+
+std::optional<std::string> optional_host(std::string_view v) {
+  return v.empty() ? std::nullopt : host_name(v);
+}
+
+std::optional<std::string> cors_origins(std::string_view v) {
+  auto list = parse_cors_origins(v);
+  if (!list) return list.err().message;
+  return std::nullopt;
+}
+
 constexpr std::array<std::string_view, 5> log_levels = {"trace", "debug", "info", "warn", "error"};
 
 std::optional<std::string> log_level(std::string_view v) {
@@ -190,6 +204,26 @@ const std::vector<option>& options() {
              "A peer that sends nothing (not even a pong) this long is closed."),
       number("ws.outbound_limit_bytes", RELAY_FIELD(server.ws_outbound_limit), 4 * kib, gib,
              "Bytes queued per connection at most; past it the client is closed with 4001."),
+      // http
+      text("http.cors_origins", RELAY_FIELD(server.cors_origins), cors_origins, "",
+           "Origins whose pages may call the API (CORS), e.g. \"https://app.example "
+           "http://localhost:3000\", or *; empty: no CORS headers. Also the WebSocket allow-list."),
+      number("http.cors_max_age_s", RELAY_FIELD(server.cors_max_age_s), 0, day_s,
+             "Seconds a browser may cache a preflight answer (Access-Control-Max-Age)."),
+      // tls
+      text("tls.cert_path", RELAY_FIELD(server.tls_cert_path), any_text, "",
+           "PEM certificate chain of the HTTPS/WSS listener; empty: no TLS listener."),
+      text("tls.key_path", RELAY_FIELD(server.tls_key_path), any_text, "",
+           "PEM private key of tls.cert_path."),
+      text("tls.host", RELAY_FIELD(server.tls_host), optional_host, "",
+           "Listen address of the TLS listener; empty: server.host (e.g. TLS on 0.0.0.0, plain "
+           "on loopback)."),
+      number("tls.port", RELAY_FIELD(server.tls_port), 0, 65535,
+             "TLS port beside the plain server.port (same host and API); 0 picks a free one."),
+      number("tls.handshake_timeout_s", RELAY_FIELD(server.tls_handshake_timeout_s), 1, 3600,
+             "Seconds a client has to finish the TLS handshake, so stalled ones free their slot."),
+      number("tls.hsts_max_age_s", RELAY_FIELD(server.hsts_max_age_s), 0, 2 * year_s,
+             "Strict-Transport-Security max-age sent on TLS answers; 0: no HSTS header."),
       // node
       text("node.name", RELAY_FIELD(node.name), node_name, "[A-Za-z0-9._-]{1,64}",
            "This node's name in /health, in logs and, later, in the cluster."),
@@ -276,12 +310,14 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 2> bounded_b
 }};
 
 /// One line of text per section in the documented config file.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 11> sections = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 13> sections = {{
     {"server", "Where Relay listens."},
     {"auth", "Bearer JWT (HS256) verification; mint tokens with `relay token`."},
     {"limits", "Bounds on HTTP connections and requests: past them a request is refused."},
     {"sse", "Server-Sent Events streams."},
     {"ws", "WebSocket connections at /v1/ws."},
+    {"http", "What browsers are told: CORS allow-list (security headers are always sent)."},
+    {"tls", "Optional HTTPS/WSS listener beside the plain one (TLS 1.2+)."},
     {"node", "This process in the actor system."},
     {"runs", "Streamed runs: replay ring, timers, and the bounds of create requests."},
     {"rooms", "Chat rooms: passivation and send deduplication."},
@@ -605,13 +641,18 @@ bool is_loopback_host(std::string_view host) noexcept {
 }
 
 std::optional<std::string> insecure_secret_warning(const app_config& cfg) {
-  if (cfg.server.jwt_secret != development_secret || is_loopback_host(cfg.server.host))
+  if (cfg.server.jwt_secret != development_secret) return std::nullopt;
+  // The TLS listener (tls.cert_path set) may face the network while the plain one does not.
+  const bool tls_on = !cfg.server.tls_cert_path.empty();
+  const auto& tls_host = cfg.server.tls_host.empty() ? cfg.server.host : cfg.server.tls_host;
+  const auto& exposed = !is_loopback_host(cfg.server.host) ? cfg.server.host : tls_host;
+  if (is_loopback_host(cfg.server.host) && (!tls_on || is_loopback_host(tls_host)))
     return std::nullopt;
   return fmt::format(
       "INSECURE: auth.jwt_secret is the public development secret while listening on {} (not "
       "loopback): anyone can mint tokens. Set auth.jwt_secret in the config file or with "
       "--auth.jwt_secret.",
-      cfg.server.host);
+      exposed);
 }
 
 }  // namespace relay

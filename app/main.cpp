@@ -105,8 +105,12 @@ int serve(const relay::app_config& cfg) {
 #endif
   server.start();
   // Tests and scripts parse this line (with port 0 it is the only way to learn the port).
-  std::printf("relay listening host=%s port=%u node=%s\n", cfg.server.host.c_str(),
+  // With TLS on, ` tls_port=N` follows (the TLS listener's bound port).
+  std::printf("relay listening host=%s port=%u node=%s", cfg.server.host.c_str(),
               static_cast<unsigned>(server.bound_port()), node.name().c_str());
+  if (server.bound_tls_port() != 0)
+    std::printf(" tls_port=%u", static_cast<unsigned>(server.bound_tls_port()));
+  std::printf("\n");
   std::fflush(stdout);
   spdlog::info("relay started version={} pid={}", relay::relay_version, getpid());
 

@@ -8,6 +8,7 @@
 
 #include "actors/node.hpp"
 #include "net/responses.hpp"
+#include "protocols/cors.hpp"
 #include "protocols/jwt.hpp"
 
 namespace relay::net {
@@ -23,6 +24,10 @@ struct stream_request {
   bool from_now = false;  // no position given on a room: start at its current last seq
   unsigned version = 11;
   bool keep_alive = true;  // for an error answer to the subscribe
+  // Set by the http_session that hands the connection over: the stream's head (or its error
+  // answer) carries the same browser headers as any answer.
+  cors_match cors = cors_none;
+  bool tls = false;
 };
 
 /// A request that becomes a WebSocket session (PROTOCOL.md "WebSocket"): authenticated, with the

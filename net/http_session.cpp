@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/bind_handler.hpp>
@@ -38,24 +39,26 @@ bool is_http_error(const beast::error_code& ec) {
 }  // namespace
 
 http_session::http_session(tcp::socket&& socket, std::shared_ptr<server_state> state,
-                           connection_slot slot, bool overloaded)
+                           connection_slot slot, bool overloaded, bool tls, std::string peer)
     : state_(std::move(state)),
       stream_(std::move(socket)),
       executor_(stream_.get_executor()),
       slot_(std::move(slot)),
-      peer_(peer_of(stream_.socket())),
-      overloaded_(overloaded) {}
+      peer_(peer.empty() ? peer_of(stream_.socket()) : std::move(peer)),
+      overloaded_(overloaded),
+      tls_(tls) {}
 
 http_session::http_session(beast::tcp_stream&& stream, beast::flat_buffer&& buffer,
                            std::shared_ptr<server_state> state, connection_slot slot,
-                           std::string peer)
+                           std::string peer, bool tls)
     : state_(std::move(state)),
       stream_(std::move(stream)),
       executor_(stream_.get_executor()),
       buffer_(std::move(buffer)),
       slot_(std::move(slot)),
       peer_(std::move(peer)),
-      first_request_(false) {}
+      first_request_(false),
+      tls_(tls) {}
 
 http_session::~http_session() { state_->sessions().remove(this); }
 
@@ -70,9 +73,10 @@ void http_session::start() {
   do_read();
 }
 
-void http_session::run_with(response&& res, unsigned version, bool keep_alive) {
+void http_session::run_with(response&& res, unsigned version, bool keep_alive, cors_match cors) {
   if (!state_->sessions().add(this, weak_from_this())) stopping_ = true;
   busy_ = true;
+  cors_ = cors;
   version_ = version;
   keep_alive_ = keep_alive;
   reply(std::move(res));
@@ -94,6 +98,7 @@ void http_session::stop(bool force) {
 void http_session::do_read() {
   if (stopping_) return shutdown_gracefully();
   parser_.emplace();
+  cors_ = cors_none;  // an answer to a malformed request gets no CORS headers
   parser_->header_limit(static_cast<std::uint32_t>(state_->settings().header_limit));
   parser_->body_limit(state_->settings().body_limit);
   if (buffer_.size() > 0) return do_read_header();  // a pipelined request is already here
@@ -178,6 +183,12 @@ void http_session::on_request() {
   version_ = req.version();
   keep_alive_ = req.keep_alive();
   if (overloaded_) return reply(error_response(errc::unavailable, "too many connections"));
+  const auto& browser = state_->browser();
+  cors_ = browser.match(req);
+  if (auto res = browser.preflight(req, cors_)) {
+    if (cors_ == cors_refused) refuse_origin("preflight");
+    return reply(std::move(*res));
+  }
   // Nothing may follow this call: the answer can already be in flight when it returns.
   api{*state_}.handle(std::move(req), shared_from_this());
 }
@@ -193,6 +204,9 @@ void http_session::answer_and_close(response&& res) {
 void http_session::reply(response&& res) {
   if (!busy_ || closed_ || handed_off_)
     return;  // one answer per request; the connection may have gone meanwhile
+  // Every HTTP answer passes here (JSON, errors, 404s, metrics, refused streams): the one
+  // place that adds the security and CORS headers.
+  state_->browser().apply(res, cors_, tls_);
   finalize(res, version_, keep_alive_ && !stopping_ && !overloaded_);
   send(std::move(res));
 }
@@ -225,6 +239,8 @@ void http_session::start_stream(stream_request&& req) {
   busy_ = false;
   handed_off_ = true;
   stream_.expires_never();
+  req.cors = cors_;
+  req.tls = tls_;
   auto s = std::make_shared<sse_session>(std::move(stream_), std::move(buffer_), std::move(slot_),
                                          state_, std::move(req), std::move(peer_));
   s->run();
@@ -233,6 +249,12 @@ void http_session::start_stream(stream_request&& req) {
 void http_session::start_websocket(ws_request&& req) {
   if (!busy_ || closed_ || handed_off_) return;
   if (stopping_) return reply(error_response(errc::unavailable, "server is stopping"));
+  // Browsers send Origin on every WebSocket and no preflight: with an allow-list set, a page of
+  // another origin may not open one (clients that send no Origin, i.e. not browsers, may).
+  if (cors_ == cors_refused) {
+    refuse_origin("websocket");
+    return reply(error_response(errc::forbidden, "origin not allowed"));
+  }
   busy_ = false;
   handed_off_ = true;
   stream_.expires_never();
@@ -267,6 +289,21 @@ void http_session::close_now() {
   beast::error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
   stream_.close();
+}
+
+void http_session::refuse_origin(const char* what) {
+  state_->counters().cors_refusals.fetch_add(1, std::memory_order_relaxed);
+  // At most one line a minute for all refusals: a hostile page must not fill the log.
+  static std::atomic<int64_t> last_log_s{0};
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count();
+  auto last = last_log_s.load(std::memory_order_relaxed);
+  if (now - last >= 60 && last_log_s.compare_exchange_strong(last, now))
+    spdlog::info(
+        "cors refused {} peer={} (logged at most once a minute; see "
+        "relay_cors_refusals_total)",
+        what, peer_);
 }
 
 void http_session::fail(beast::error_code ec, const char* what) {

@@ -25,19 +25,21 @@ namespace relay::net {
 class http_session : public stoppable, public std::enable_shared_from_this<http_session> {
  public:
   /// A freshly accepted connection. `overloaded`: past max_connections, so its first request is
-  /// answered 503 and the connection closed.
+  /// answered 503 and the connection closed. `tls`: the socket is the inner end of a tls_tunnel
+  /// (answers carry HSTS); `peer`: the client's address when the socket cannot tell it.
   http_session(tcp::socket&& socket, std::shared_ptr<server_state> state, connection_slot slot,
-               bool overloaded);
+               bool overloaded, bool tls = false, std::string peer = {});
   /// A connection coming back from an SSE subscribe that the node refused (see run_with).
   http_session(beast::tcp_stream&& stream, beast::flat_buffer&& buffer,
-               std::shared_ptr<server_state> state, connection_slot slot, std::string peer);
+               std::shared_ptr<server_state> state, connection_slot slot, std::string peer,
+               bool tls = false);
   ~http_session();
 
   /// Any thread: starts reading on the session's executor.
   void run();
   /// Session thread: answers `res` to the request that was read before the handover, then goes
   /// on with keep-alive requests (or closes, per `keep_alive`).
-  void run_with(response&& res, unsigned version, bool keep_alive);
+  void run_with(response&& res, unsigned version, bool keep_alive, cors_match cors = cors_none);
   /// Any thread (see stoppable).
   void stop(bool force) override;
 
@@ -77,6 +79,8 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
   void shutdown_gracefully();
   void do_linger();
   void close_now();
+  /// Counts (and logs, at most once a minute) a request refused for its Origin.
+  void refuse_origin(const char* what);
   void fail(beast::error_code ec, const char* what);
 
   std::shared_ptr<server_state> state_;
@@ -95,7 +99,9 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
   bool busy_ = false;      // a request was read and is not answered yet
   bool stopping_ = false;  // server stop: close after the current answer
   bool closed_ = false;
-  bool handed_off_ = false;  // the socket now belongs to an sse_session or a ws_session
+  bool handed_off_ = false;      // the socket now belongs to an sse_session or a ws_session
+  bool tls_ = false;             // behind a tls_tunnel: answers carry HSTS
+  cors_match cors_ = cors_none;  // the current request's Origin against http.cors_origins
 };
 
 }  // namespace relay::net

@@ -9,12 +9,13 @@
 #include <stdexcept>
 
 #include "net/http_session.hpp"
+#include "net/tls_tunnel.hpp"
 
 namespace relay::net {
 
 listener::listener(asio::io_context& ioc, const tcp::endpoint& ep,
-                   std::shared_ptr<server_state> state)
-    : state_(std::move(state)), acceptor_(ioc), backoff_(ioc) {
+                   std::shared_ptr<server_state> state, std::shared_ptr<asio::ssl::context> tls)
+    : state_(std::move(state)), tls_(std::move(tls)), acceptor_(ioc), backoff_(ioc) {
   beast::error_code ec;
   auto check = [&](const char* what) {
     if (ec)
@@ -75,7 +76,11 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
   const bool overloaded = static_cast<std::size_t>(slot.count_at_open()) > max;
   beast::error_code opt_ec;
   socket.set_option(tcp::no_delay(true), opt_ec);  // frames are small and latency matters
-  std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded)->run();
+  if (tls_)
+    std::make_shared<tls_tunnel>(std::move(socket), tls_, state_, std::move(slot), overloaded)
+        ->run();
+  else
+    std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded)->run();
   do_accept();
 }
 

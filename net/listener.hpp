@@ -1,5 +1,6 @@
 #pragma once
-// Accepts connections and hands each to an http_session on the next Asio context (round robin).
+// Accepts connections and hands each to an http_session on the next Asio context (round robin),
+// or, on the TLS listener, to a tls_tunnel that hands it to one after the handshake.
 
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
@@ -8,12 +9,18 @@
 #include "net/beast.hpp"
 #include "net/server_state.hpp"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace relay::net {
 
 class listener : public std::enable_shared_from_this<listener> {
  public:
   /// Opens, binds and listens on `ep` (the acceptor runs on `ioc`). Throws std::runtime_error.
-  listener(asio::io_context& ioc, const tcp::endpoint& ep, std::shared_ptr<server_state> state);
+  /// With `tls`, every connection is TLS (tls_tunnel).
+  listener(asio::io_context& ioc, const tcp::endpoint& ep, std::shared_ptr<server_state> state,
+           std::shared_ptr<asio::ssl::context> tls = nullptr);
 
   uint16_t port() const noexcept { return port_; }
   /// Starts accepting (any thread).
@@ -26,6 +33,7 @@ class listener : public std::enable_shared_from_this<listener> {
   void on_accept(beast::error_code ec, tcp::socket socket);
 
   std::shared_ptr<server_state> state_;
+  std::shared_ptr<asio::ssl::context> tls_;
   tcp::acceptor acceptor_;
   asio::steady_timer backoff_;  // out of file descriptors: retry accepting a little later
   uint16_t port_ = 0;

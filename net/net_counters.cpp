@@ -33,6 +33,13 @@ void net_counters::append_to(std::vector<metric_sample>& out) const {
   add(out, "relay_writes_total",
       "Socket write calls; frames_out/writes shows how many frames share a writev.", "counter",
       writes);
+  add(out, "relay_cors_refusals_total",
+      "CORS preflights and WebSocket upgrades refused for an Origin not in http.cors_origins.",
+      "counter", cors_refusals);
+  add(out, "relay_tls_handshakes_total", "TLS handshakes completed.", "counter", tls_handshakes);
+  add(out, "relay_tls_handshake_failures_total",
+      "TLS handshakes that failed or passed tls.handshake_timeout_s.", "counter",
+      tls_handshake_failures);
 }
 
 }  // namespace relay::net

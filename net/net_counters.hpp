@@ -22,6 +22,12 @@ struct net_counters {
   std::atomic<uint64_t> bytes_out{0};   // bytes written to clients (HTTP and SSE)
   std::atomic<uint64_t> writes{0};      // socket write calls (HTTP and SSE)
 
+  // Browsers and TLS: preflights and WebSocket upgrades refused for their Origin; TLS
+  // connections past their handshake; failed or timed-out handshakes.
+  std::atomic<uint64_t> cors_refusals{0};
+  std::atomic<uint64_t> tls_handshakes{0};
+  std::atomic<uint64_t> tls_handshake_failures{0};
+
   /// Appends one sample per counter (relay_connections, relay_http_requests_total, ...).
   void append_to(std::vector<metric_sample>& out) const;
 };

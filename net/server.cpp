@@ -9,6 +9,7 @@
 
 #include "net/listener.hpp"
 #include "net/server_state.hpp"
+#include "net/tls_context.hpp"
 
 namespace relay {
 
@@ -26,10 +27,12 @@ struct server::impl {
 
   std::shared_ptr<net::server_state> state;
   std::shared_ptr<net::listener> listener;
-  std::mutex mutex;  // start/stop
+  std::shared_ptr<net::listener> tls_listener;  // only with tls.cert_path
+  std::mutex mutex;                             // start/stop
   bool started = false;
   bool stopped = false;
   uint16_t port = 0;
+  uint16_t tls_port = 0;
 };
 
 server::server(server_settings settings, node& n)
@@ -48,6 +51,19 @@ void server::start() {
   impl_->listener = std::make_shared<net::listener>(
       state.pool().context(0), net::tcp::endpoint{address, cfg.port}, impl_->state);
   impl_->port = impl_->listener->port();
+  if (!cfg.tls_cert_path.empty() || !cfg.tls_key_path.empty()) {
+    // Certificate errors stop start-up here, before anything is served.
+    auto tls_context = net::load_tls_context(cfg);
+    const auto& tls_host = cfg.tls_host.empty() ? cfg.host : cfg.tls_host;
+    auto tls_address = net::asio::ip::make_address(tls_host, ec);
+    if (ec) throw std::runtime_error("invalid tls.host '" + tls_host + "': " + ec.message());
+    impl_->tls_listener = std::make_shared<net::listener>(
+        state.pool().context(0), net::tcp::endpoint{tls_address, cfg.tls_port}, impl_->state,
+        std::move(tls_context));
+    impl_->tls_port = impl_->tls_listener->port();
+    impl_->tls_listener->run();
+    spdlog::info("https listening host={} port={}", tls_host, impl_->tls_port);
+  }
   impl_->listener->run();
   state.pool().start();
   impl_->started = true;
@@ -61,6 +77,7 @@ void server::add_admin_action(std::string name, admin_action action) {
 }
 
 uint16_t server::bound_port() const noexcept { return impl_->port; }
+uint16_t server::bound_tls_port() const noexcept { return impl_->tls_port; }
 
 // Stop accepting, ask every session to finish (answer in progress, SSE flush), wait a bounded
 // time, force what is left, then stop and join the Asio threads.
@@ -70,6 +87,7 @@ void server::stop() {
   impl_->stopped = true;
   auto& state = *impl_->state;
   impl_->listener->stop();
+  if (impl_->tls_listener) impl_->tls_listener->stop();
   state.sessions().stop_all(false);
   if (!state.sessions().wait_empty(flush_timeout)) {
     spdlog::info("http stop forcing sessions={}", state.sessions().size());
@@ -84,6 +102,7 @@ void server::stop() {
   // thread runs.
   state.pool().drain_after_join();
   impl_->listener.reset();
+  impl_->tls_listener.reset();
   spdlog::info("http stopped sessions_left={}", state.sessions().size());
 }
 

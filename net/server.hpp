@@ -34,6 +34,15 @@ struct server_settings {
   unsigned ws_timeout_ms = 60000;            // ws.timeout_ms (a peer silent this long is closed)
   std::size_t ws_outbound_limit = 4 << 20;   // ws.outbound_limit_bytes: past it, close 4001
   std::string public_url;                    // server.public_url, for events_url (empty: relative)
+  // Browsers and TLS (net/browser_headers.hpp, net/tls_tunnel.hpp).
+  std::string cors_origins;               // http.cors_origins (empty: no CORS headers)
+  unsigned cors_max_age_s = 600;          // http.cors_max_age_s (Access-Control-Max-Age)
+  std::string tls_cert_path;              // tls.cert_path (PEM chain; empty: no TLS listener)
+  std::string tls_key_path;               // tls.key_path (PEM private key)
+  std::string tls_host;                   // tls.host (empty: server.host)
+  uint16_t tls_port = 8443;               // tls.port (0: ephemeral, see bound_tls_port())
+  unsigned tls_handshake_timeout_s = 10;  // tls.handshake_timeout_s
+  uint64_t hsts_max_age_s = 31'536'000;   // tls.hsts_max_age_s (0: no Strict-Transport-Security)
 };
 
 /// An extra `POST /v1/admin/<name>/<arg>` endpoint added by an embedding program: the
@@ -58,6 +67,8 @@ class server {
   void start();
   /// The port actually bound (useful with port 0).
   uint16_t bound_port() const noexcept;
+  /// The TLS port actually bound; 0 when TLS is off (no tls.cert_path).
+  uint16_t bound_tls_port() const noexcept;
   /// Graceful stop: stop accepting, close every session after a final flush (bounded wait),
   /// join the Asio threads. Idempotent. Call from a thread that is not an Asio thread.
   void stop();

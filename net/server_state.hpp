@@ -9,6 +9,7 @@
 #include <string>
 
 #include "actors/node.hpp"
+#include "net/browser_headers.hpp"
 #include "net/io_pool.hpp"
 #include "net/net_counters.hpp"
 #include "net/server.hpp"
@@ -19,7 +20,10 @@ namespace relay::net {
 class server_state {
  public:
   server_state(server_settings settings, relay::node& n)
-      : settings_(std::move(settings)), node_(n), pool_(settings_.io_threads) {}
+      : settings_(std::move(settings)),
+        node_(n),
+        browser_(settings_),
+        pool_(settings_.io_threads) {}
   server_state(const server_state&) = delete;
   server_state& operator=(const server_state&) = delete;
 
@@ -28,6 +32,8 @@ class server_state {
   net_counters& counters() noexcept { return counters_; }
   const net_counters& counters() const noexcept { return counters_; }
   session_registry& sessions() noexcept { return sessions_; }
+  /// CORS and security headers of every HTTP answer.
+  const browser_headers& browser() const noexcept { return browser_; }
   io_pool& pool() noexcept { return pool_; }
 
   /// The admin endpoints an embedding program added (written before start(), then read-only).
@@ -51,6 +57,7 @@ class server_state {
  private:
   const server_settings settings_;
   relay::node& node_;
+  const browser_headers browser_;
   net_counters counters_;
   std::map<std::string, admin_action, std::less<>> admin_;
   session_registry sessions_;

@@ -30,14 +30,16 @@ const frame_ptr& heartbeat_frame() {
 }
 
 // The response header (no Content-Length: the stream lasts until we close it) and `retry:`.
-frame_ptr stream_head(unsigned version, unsigned retry_ms) {
+// `browser_lines`: the security and CORS headers every HTTP answer carries.
+frame_ptr stream_head(unsigned version, unsigned retry_ms, std::string_view browser_lines) {
   std::string head = version == 10 ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.1 200 OK\r\n";
   head +=
       "Content-Type: text/event-stream\r\n"
       "Cache-Control: no-cache\r\n"
       "X-Accel-Buffering: no\r\n"
-      "Connection: keep-alive\r\n"
-      "\r\n";
+      "Connection: keep-alive\r\n";
+  head += browser_lines;
+  head += "\r\n";
   head += sse_retry(retry_ms);
   return control_frame(std::move(head));
 }
@@ -144,8 +146,8 @@ void sse_session::on_answer(const result<subscribe_ok>& answer) {
     inbox_.close();
     heartbeat_timer_.cancel();
     auto h = std::make_shared<http_session>(std::move(stream_), std::move(buffer_), state_,
-                                            std::move(slot_), peer_);
-    h->run_with(error_response(answer.err()), req_.version, req_.keep_alive);
+                                            std::move(slot_), peer_, req_.tls);
+    h->run_with(error_response(answer.err()), req_.version, req_.keep_alive, req_.cors);
     return;
   }
   phase_ = phase::streaming;
@@ -156,7 +158,8 @@ void sse_session::on_answer(const result<subscribe_ok>& answer) {
   state_->counters().sse_sessions.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("sse open peer={} topic={} after={} last_seq={} recovered={}", peer_, req_.topic,
                 req_.after, answer->last_seq, answer->recovered);
-  queue_.push_control(stream_head(req_.version, state_->settings().sse_retry_ms));
+  queue_.push_control(stream_head(req_.version, state_->settings().sse_retry_ms,
+                                  state_->browser().raw_lines(req_.cors, req_.tls)));
   last_write_ = std::chrono::steady_clock::now();
   do_read();
   arm_heartbeat();

@@ -72,6 +72,14 @@ TEST(config, every_documented_key_is_an_option) {
       "ws.heartbeat_ms",
       "ws.timeout_ms",
       "ws.outbound_limit_bytes",
+      "http.cors_origins",
+      "http.cors_max_age_s",
+      "tls.cert_path",
+      "tls.key_path",
+      "tls.host",
+      "tls.port",
+      "tls.handshake_timeout_s",
+      "tls.hsts_max_age_s",
       "node.name",
       "node.scheduler_threads",
       "runs.ring_capacity",
@@ -372,6 +380,30 @@ TEST(security, warns_about_the_development_secret_off_loopback) {
   EXPECT_FALSE(is_loopback_host("0.0.0.0"));
   EXPECT_FALSE(is_loopback_host("::"));
   EXPECT_FALSE(is_loopback_host("10.0.0.1"));
+}
+
+TEST(security, warns_when_only_the_tls_listener_is_off_loopback) {
+  app_config cfg;
+  cfg.server.tls_host = "0.0.0.0";
+  EXPECT_FALSE(insecure_secret_warning(cfg));  // no certificate: no TLS listener
+  cfg.server.tls_cert_path = "relay.crt";
+  auto warning = insecure_secret_warning(cfg);
+  ASSERT_TRUE(warning);
+  EXPECT_NE(warning->find("0.0.0.0"), std::string::npos) << *warning;
+  cfg.server.tls_host.clear();  // TLS on server.host, which is loopback
+  EXPECT_FALSE(insecure_secret_warning(cfg));
+}
+
+TEST(config, cors_origins_are_checked_when_the_config_is_read) {
+  auto ok = parse_config_text(
+      "[http]\ncors_origins = \"https://a.example, http://localhost:3000\"\n", "relay.conf");
+  ASSERT_TRUE(ok) << ok.err().message;
+  EXPECT_EQ(ok->server.cors_origins, "https://a.example, http://localhost:3000");
+  auto bad = parse_config_text("[http]\ncors_origins = \"https://a.example/app\"\n", "relay.conf");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().message.find("relay.conf:2"), std::string::npos) << bad.err().message;
+  EXPECT_NE(bad.err().message.find("https://a.example/app"), std::string::npos)
+      << bad.err().message;
 }
 
 }  // namespace

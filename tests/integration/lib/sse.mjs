@@ -4,6 +4,7 @@
 // after its k-th event, ignoring whatever else arrived in the same chunk).
 
 import http from 'node:http';
+import https from 'node:https';
 
 /// Incremental SSE parser. Feed it decoded text; it calls onItem for every complete item:
 ///   {kind: 'retry', value}            a `retry:` field with a decimal value
@@ -83,8 +84,9 @@ export class SseParser {
 
 export class SseClient {
   /// url: full http URL. opts: headers, token (Authorization: Bearer), keepData (default true),
-  /// destroyAfterEvents (destroy the socket right after that many events), onEvent(item, client).
-  constructor(url, { headers = {}, token, keepData = true, destroyAfterEvents, onEvent } = {}) {
+  /// destroyAfterEvents (destroy the socket right after that many events), onEvent(item, client),
+  /// tls (https URLs: options of https.request, e.g. {ca}).
+  constructor(url, { headers = {}, token, keepData = true, destroyAfterEvents, onEvent, tls = {} } = {}) {
     this.url = url;
     this.items = [];
     this.events = [];
@@ -129,7 +131,8 @@ export class SseClient {
       return true;
     }, { keepData });
 
-    this.req = http.request(url, { method: 'GET', headers: h, agent: false }, (res) => {
+    const client = url.startsWith('https:') ? https : http;
+    this.req = client.request(url, { method: 'GET', headers: h, agent: false, ...tls }, (res) => {
       this.res = res;
       this.status = res.statusCode;
       this.headers = res.headers;
