@@ -237,6 +237,31 @@ describe('the TLS listener', () => {
   });
 });
 
+describe('stopping with TLS clients connected', () => {
+  test('SIGTERM closes wss (1001) and SSE streams over TLS and exits 0', async () => {
+    const srv = await startServer({ 'tls.cert_path': certPath, 'tls.key_path': keyPath, 'tls.port': 0 });
+    try {
+      const tlsPort = Number(/tls_port=(\d+)/.exec(srv.output())[1]);
+      const ws = new WebSocket(`wss://127.0.0.1:${tlsPort}/v1/ws?access_token=${alice}`, { ca, handshakeTimeout: 5_000 });
+      const c = new WsClient(ws, { name: 'wss-stop' });
+      await c.waitFor((x) => x.hello, { timeoutMs: 5_000, what: 'hello' });
+      await c.ok({ op: 'join', room: 'stop-room' });
+      const s = openSse(`https://127.0.0.1:${tlsPort}/v1/rooms/stop-room/events`, { token: alice, tls: { ca } });
+      assert.equal((await s.response).status, 200, s.describe());
+      // A client in the middle of nothing: TCP open, no ClientHello yet.
+      const silent = net.connect({ host: '127.0.0.1', port: tlsPort });
+      silent.on('error', () => {});
+      await new Promise((resolve) => silent.on('connect', resolve));
+      await srv.stop({ deadlineMs: 8_000 });  // throws unless the exit code is 0
+      assert.equal((await c.waitClose({ timeoutMs: 5_000 })).code, 1001);
+      assert.ok(['end', 'error'].includes(await s.waitEnd({ timeoutMs: 5_000 })));
+      silent.destroy();
+    } finally {
+      await srv.stop().catch(() => {});
+    }
+  });
+});
+
 describe('TLS start-up errors', () => {
   test('a missing or bad certificate or key stops start-up with the file named', async () => {
     const garbage = path.join(dir, 'garbage.pem');

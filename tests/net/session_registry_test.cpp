@@ -75,9 +75,11 @@ TEST(net_counters, every_counter_is_exported) {
   c.writes = 3;
   c.frames_out = 12;
   c.ws_sessions = 2;
+  c.cors_refusals = 4;
+  c.tls_handshake_failures = 5;
   std::vector<metric_sample> out;
   c.append_to(out);
-  ASSERT_EQ(out.size(), 10u);
+  ASSERT_EQ(out.size(), 13u);
   auto value_of = [&](std::string_view name, std::string_view type) -> std::optional<double> {
     for (const auto& s : out)
       if (s.name == name) {
@@ -90,6 +92,9 @@ TEST(net_counters, every_counter_is_exported) {
   EXPECT_EQ(value_of("relay_ws_sessions", "gauge"), 2.0);
   EXPECT_EQ(value_of("relay_ws_messages_in_total", "counter"), 0.0);
   EXPECT_EQ(value_of("relay_ws_errors_total", "counter"), 0.0);
+  EXPECT_EQ(value_of("relay_cors_refusals_total", "counter"), 4.0);
+  EXPECT_EQ(value_of("relay_tls_handshakes_total", "counter"), 0.0);
+  EXPECT_EQ(value_of("relay_tls_handshake_failures_total", "counter"), 5.0);
 }
 
 }  // namespace
