@@ -71,12 +71,45 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
     return do_accept();
   }
   connection_slot slot{state_->counters().connections};
-  const auto max = state_->settings().max_connections;
-  const bool overloaded = static_cast<std::size_t>(slot.count_at_open()) > max;
+  const auto& s = state_->settings();
+  const bool overloaded = static_cast<std::size_t>(slot.count_at_open()) > s.max_connections;
   beast::error_code opt_ec;
   socket.set_option(tcp::no_delay(true), opt_ec);  // frames are small and latency matters
-  std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded)->run();
+  auto refused = admit(socket, slot);
+  if (overloaded) state_->refusals().refuse(refusal::connections, "*");
+  auto session =
+      std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded);
+  if (refused)
+    session->refuse(std::move(*refused));
+  else
+    session->run();
   do_accept();
+}
+
+// Per client address: the connection-attempt bucket and the open-connection count. A refused
+// connection is answered 429 at once, without reading its request, and closed: a flood from one
+// address costs one short-lived socket per attempt, not a session waiting for a request.
+std::optional<response> listener::admit(const tcp::socket& socket, connection_slot& slot) {
+  const auto& s = state_->settings();
+  const bool per_ip = s.max_connections_per_ip > 0;
+  if (!per_ip && !state_->rate_connections().enabled()) return std::nullopt;
+  beast::error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  if (ec) return std::nullopt;  // already gone: the session finds out
+  auto ip = ep.address().to_string();
+  auto t = state_->rate_connections().try_take(ip, 1, limiter_clock::now());
+  if (!t.ok) {
+    state_->refusals().refuse(refusal::rate_connections, ip);
+    return rate_limited_response("too many connection attempts from this address",
+                                 t.retry_after_s());
+  }
+  if (!per_ip) return std::nullopt;
+  slot.attach(ip_slot{state_->per_ip(), ip});
+  if (slot.ip().count_at_open() > s.max_connections_per_ip) {
+    state_->refusals().refuse(refusal::connections_per_ip, ip);
+    return rate_limited_response("too many open connections from this address", 1);
+  }
+  return std::nullopt;
 }
 
 }  // namespace relay::net

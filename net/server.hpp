@@ -12,6 +12,12 @@ namespace relay {
 
 class node;
 
+/// A token bucket's refill rate and depth as configured (rate.*); per_s == 0: off.
+struct rate_limit {
+  uint32_t per_s = 0;
+  uint32_t burst = 0;
+};
+
 /// Options of the network layer (config keys server.*, auth.*, sse.*, ws.*, limits.*).
 struct server_settings {
   std::string host = "127.0.0.1";            // server.host
@@ -34,6 +40,16 @@ struct server_settings {
   unsigned ws_timeout_ms = 60000;            // ws.timeout_ms (a peer silent this long is closed)
   std::size_t ws_outbound_limit = 4 << 20;   // ws.outbound_limit_bytes: past it, close 4001
   std::string public_url;                    // server.public_url, for events_url (empty: relative)
+
+  // Limits against hostile clients (issue 5; see README "Limits and rate limits").
+  std::size_t max_connections_per_ip = 1000;  // limits.max_connections_per_ip (429; 0 = off)
+  unsigned body_timeout_s = 30;               // limits.body_timeout_s (read deadline of a body)
+  unsigned ws_max_rooms = 64;                 // ws.max_rooms (rooms joined per connection)
+  rate_limit rate_connections{200, 1000};     // rate.connections_*: per client address
+  rate_limit rate_runs{20, 200};              // rate.runs_*: run creations per user
+  rate_limit rate_events{50000, 100000};      // rate.events_*: producer events per user
+  rate_limit rate_messages{200, 6000};        // rate.messages_*: room messages per user
+  std::size_t rate_max_keys = 100000;         // rate.max_keys: buckets kept per kind at most
 };
 
 /// An extra `POST /v1/admin/<name>/<arg>` endpoint added by an embedding program: the
