@@ -72,16 +72,6 @@ void http_session::start() {
   do_read();
 }
 
-void http_session::refuse(response&& res) {
-  asio::dispatch(executor_, [self = shared_from_this(), res = std::move(res)]() mutable {
-    if (!self->state_->sessions().add(self.get(), self->weak_from_this())) return self->close_now();
-    self->state_->counters().http_requests.fetch_add(1, std::memory_order_relaxed);
-    self->busy_ = true;
-    self->keep_alive_ = false;
-    self->reply(std::move(res));
-  });
-}
-
 void http_session::run_with(response&& res, unsigned version, bool keep_alive) {
   if (!state_->sessions().add(this, weak_from_this())) stopping_ = true;
   busy_ = true;

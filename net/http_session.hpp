@@ -36,9 +36,6 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
 
   /// Any thread: starts reading on the session's executor.
   void run();
-  /// Any thread: answers `res` at once, without reading a request, and closes (a connection
-  /// refused by a per-address limit).
-  void refuse(response&& res);
   /// Session thread: answers `res` to the request that was read before the handover, then goes
   /// on with keep-alive requests (or closes, per `keep_alive`).
   void run_with(response&& res, unsigned version, bool keep_alive);

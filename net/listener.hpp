@@ -28,6 +28,8 @@ class listener : public std::enable_shared_from_this<listener> {
   void on_accept(beast::error_code ec, tcp::socket socket);
   /// The per-address checks of a new connection: the answer that refuses it, or none.
   std::optional<response> admit(const tcp::socket& socket, connection_slot& slot);
+  /// Answers `res` on the listener's thread and closes the socket (see admit).
+  void refuse_now(tcp::socket& socket, response&& res);
 
   std::shared_ptr<server_state> state_;
   tcp::acceptor acceptor_;
