@@ -59,6 +59,16 @@ void forget_key(shard_actor_type* self, const run_spec& spec) {
   if (it != keys.end() && it->second == spec.info.id) keys.erase(it);
 }
 
+/// runs.max_active_per_user bookkeeping: a run counts from its creation (or adoption while
+/// running) until the shard learns that it ended.
+void count_active(shard_state& st, const std::string& owner) { ++st.active_by_owner[owner]; }
+
+void uncount_active(shard_state& st, const std::string& owner) {
+  auto it = st.active_by_owner.find(owner);
+  if (it == st.active_by_owner.end()) return;
+  if (--it->second == 0) st.active_by_owner.erase(it);
+}
+
 /// A run actor went down. Normal exits are passivations. Abnormal ones are restarted within the
 /// budget (max restart_max restarts in restart_window_s, a sliding window as OTP supervisors keep
 /// it); past the budget the run is started once more only to end as failed/crashed, so that its
@@ -81,6 +91,7 @@ void on_down(shard_actor_type* self, caf::down_msg& dm) {
   if (dm.reason == caf::exit_reason::normal || st.stopping || is_terminal(rec.spec.info.status)) {
     // Passivated after its TTL (or crashed when already terminal: nothing left to serve).
     forget_key(self, rec.spec);
+    if (!is_terminal(rec.spec.info.status)) uncount_active(st, rec.spec.info.owner);
     st.runs.erase(it);
     return;
   }
@@ -144,6 +155,7 @@ record& adopt(shard_actor_type* self, storage::run_row row) {
   auto id = rec.spec.info.id;
   if (!is_terminal(rec.spec.info.status) && !rec.spec.request.idempotency_key.empty())
     st.idempotency[{rec.spec.info.owner, rec.spec.request.idempotency_key}] = id;
+  if (!is_terminal(rec.spec.info.status)) count_active(st, rec.spec.info.owner);
   auto& stored = st.runs.emplace(id, std::move(rec)).first->second;
   start_run(self, stored);
   spdlog::debug("run adopted from storage id={} status={}", id, to_string(stored.spec.info.status));
@@ -333,6 +345,13 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
             if (auto rec = find(self, k->second); rec && !is_terminal(rec->spec.info.status))
               return create_run_reply{current_info(*rec), false};
         }
+        if (const auto max = st.settings.limits.max_active_per_user; max > 0) {
+          auto n = st.active_by_owner.find(owner);
+          if (n != st.active_by_owner.end() && n->second >= max)
+            return make_error(errc::rate_limited, "too many active runs for " + owner +
+                                                      " (at most " + std::to_string(max) +
+                                                      "): finish one first");
+        }
         record rec;
         rec.spec.info.id = new_run_id();
         rec.spec.info.kind = req.kind;
@@ -348,6 +367,7 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
         if (!rec.spec.request.idempotency_key.empty())
           st.idempotency[{owner, rec.spec.request.idempotency_key}] = id;
         auto& stored = st.runs.emplace(id, std::move(rec)).first->second;
+        count_active(st, owner);
         start_run(self, stored);
         node_counters::add(st.counters->runs_created);
         spdlog::debug("run create id={} owner={} kind={}", id, owner,
@@ -429,6 +449,8 @@ caf::behavior shard_actor(shard_actor_type* self, node_settings settings, node_c
       },
       [=](ended_atom, run_info& info) {
         if (auto rec = find(self, info.id)) {
+          if (!is_terminal(rec->spec.info.status) && is_terminal(info.status))
+            uncount_active(self->state, rec->spec.info.owner);
           rec->spec.info = std::move(info);
           forget_key(self, rec->spec);
         }

@@ -44,6 +44,8 @@ struct shard_state {
   std::map<std::pair<std::string, std::string>, std::string> idempotency;  // (owner, key) → id
   std::unordered_map<std::string, room_record> rooms;
   std::unordered_map<caf::actor_addr, std::string> room_by_addr;
+  // Runs not yet terminal, per owner (runs.max_active_per_user); an owner leaves at 0.
+  std::unordered_map<std::string, uint32_t> active_by_owner;
   storage_link storage;
   bool stopping = false;
 };

@@ -184,6 +184,12 @@ const std::vector<option>& options() {
              "Seconds an idle keep-alive connection stays open."),
       number("limits.max_connections", RELAY_FIELD(server.max_connections), 1, 10'000'000,
              "Open connections at most; past it new ones get 503, so memory stays bounded."),
+      number("limits.max_connections_per_ip", RELAY_FIELD(server.max_connections_per_ip), 0,
+             10'000'000,
+             "Open connections per client address; past it 429 at once. 0 = off (behind a proxy "
+             "every client has its address)."),
+      number("limits.body_timeout_s", RELAY_FIELD(server.body_timeout_s), 1, 3600,
+             "Seconds a client has to send a request body once its head is in (no trickling)."),
       // sse
       number("sse.outbound_limit_bytes", RELAY_FIELD(server.sse_outbound_limit), 4 * kib, gib,
              "Bytes queued per client at most; past it the client is closed as a slow consumer."),
@@ -198,6 +204,8 @@ const std::vector<option>& options() {
              "Largest client WebSocket message; past it the connection is closed with 1009."),
       number("ws.max_subscriptions", RELAY_FIELD(server.ws_max_subscriptions), 1, 100'000,
              "Topics (runs and rooms) one connection may follow; past it subscribe answers error."),
+      number("ws.max_rooms", RELAY_FIELD(server.ws_max_rooms), 1, 100'000,
+             "Rooms one connection may join; past it join answers error too_large."),
       number("ws.heartbeat_ms", RELAY_FIELD(server.ws_heartbeat_ms), 100, 3'600'000,
              "Interval of the server's ping frames (announced in `hello`)."),
       number("ws.timeout_ms", RELAY_FIELD(server.ws_timeout_ms), 200, 7'200'000,
@@ -244,6 +252,9 @@ const std::vector<option>& options() {
              "Largest event `data` (and run `input`) as JSON text; 413 past it."),
       number("runs.max_events_per_post", RELAY_FIELD(node.limits.max_events_per_post), 1, 1'000'000,
              "Events one POST /v1/runs/{id}/events may carry."),
+      number("runs.max_active_per_user", RELAY_FIELD(node.limits.max_active_per_user), 0,
+             10'000'000,
+             "Running runs one owner may have at once; past it create gets 429. 0 = off."),
       number("runs.max_key_bytes", RELAY_FIELD(node.limits.max_key_bytes), 1, 4096,
              "Longest idempotency_key or owner in a create request."),
       number("runs.max_synthetic_count", RELAY_FIELD(node.limits.max_synthetic_count), 1,
@@ -292,6 +303,28 @@ const std::vector<option>& options() {
           "Restarts of a crashed run or room per window; past them a run ends failed (crashed)."),
       number("supervisor.restart_window_s", RELAY_FIELD(node.restart_window_s), 1, day_s,
              "The window of supervisor.restart_max, in seconds."),
+      // rate
+      number("rate.connections_per_s", RELAY_FIELD(server.rate_connections.per_s), 0, 10'000'000,
+             "Connection attempts per client address and second (token bucket); 429 past it. "
+             "0 = off."),
+      number("rate.connections_burst", RELAY_FIELD(server.rate_connections.burst), 1, 10'000'000,
+             "... and at once (the bucket's depth)."),
+      number("rate.runs_per_s", RELAY_FIELD(server.rate_runs.per_s), 0, 10'000'000,
+             "Runs one user (token sub) may create per second; 429 past it. 0 = off."),
+      number("rate.runs_burst", RELAY_FIELD(server.rate_runs.burst), 1, 10'000'000,
+             "... and at once."),
+      number("rate.events_per_s", RELAY_FIELD(server.rate_events.per_s), 0, 100'000'000,
+             "Producer events one user may append per second (counted in events, not requests; "
+             "a refused POST appends none). 0 = off."),
+      number("rate.events_burst", RELAY_FIELD(server.rate_events.burst), 1, 100'000'000,
+             "... and at once (a POST of more events than this is refused with 413)."),
+      number("rate.messages_per_s", RELAY_FIELD(server.rate_messages.per_s), 0, 10'000'000,
+             "Room messages one user may send per second (HTTP and WebSocket). 0 = off."),
+      number("rate.messages_burst", RELAY_FIELD(server.rate_messages.burst), 1, 10'000'000,
+             "... and at once."),
+      number("rate.max_keys", RELAY_FIELD(server.rate_max_keys), 16, 100'000'000,
+             "Buckets kept per kind at most (users or addresses); past it refilled ones, then the "
+             "least recently used, are forgotten, so memory stays bounded."),
       // log
       text("log.level", RELAY_FIELD(log_level), log_level, "trace|debug|info|warn|error",
            "Least severe level logged."),
@@ -310,7 +343,7 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 2> bounded_b
 }};
 
 /// One line of text per section in the documented config file.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 13> sections = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 14> sections = {{
     {"server", "Where Relay listens."},
     {"auth", "Bearer JWT (HS256) verification; mint tokens with `relay token`."},
     {"limits", "Bounds on HTTP connections and requests: past them a request is refused."},
@@ -324,6 +357,9 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 13> sections
     {"storage",
      "Durable storage of runs and events (SQLite by default, PostgreSQL for a cluster)."},
     {"supervisor", "Restart budget of crashed run and room actors (as OTP supervisors have)."},
+    {"rate",
+     "Token buckets: per client address (connections) and per user (runs, events, messages); "
+     "past them 429 with Retry-After, or an `error` op rate_limited on a WebSocket."},
     {"log", "Logging: one console logger on stderr."},
 }};
 

@@ -73,6 +73,10 @@ bench_setup() {
   local default_args=""
   if [[ ${#SRV_PIN[@]} -gt 0 ]]; then default_args="--server.io_threads=1 --node.scheduler_threads=1"; fi
   SERVER_ARGS=${SERVER_ARGS-$default_args}
+  # The load generators are one client on loopback: the per-address and per-user limits meant
+  # for hostile clients would refuse them. Off unless the caller sets LIMIT_ARGS (run-hostile-bench
+  # keeps them on); SERVER_ARGS comes later on the command line and wins.
+  LIMIT_ARGS=${LIMIT_ARGS-"--limits.max_connections_per_ip=0 --rate.connections_per_s=0 --rate.runs_per_s=0 --rate.events_per_s=0 --rate.messages_per_s=0 --runs.max_active_per_user=0"}
 
   trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
@@ -88,7 +92,7 @@ bench_setup() {
   CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   KERNEL=$(uname -r)
   log "date $DATE, commit $COMMIT, $NCPU CPUs ($CPU_MODEL), kernel $KERNEL, RLIMIT_NOFILE $NOFILE"
-  log "$PIN_NOTE; server args: ${SERVER_ARGS:-(none)}"
+  log "$PIN_NOTE; server args: ${SERVER_ARGS:-(none)}; limit args: ${LIMIT_ARGS:-(none)}"
   declare -g -a RESULTS=() NAMES=() PERF_NOTES=()
   FAILED=0
 }
@@ -153,7 +157,7 @@ PORT=""
 start_server() {  # $1: name (for the log file)
   local logf="$WORK/server-$1.log"
   # shellcheck disable=SC2086
-  "${SRV_PIN[@]}" "$RELAY" --port 0 --host 127.0.0.1 --log.level=warn $SERVER_ARGS >"$logf" 2>&1 &
+  "${SRV_PIN[@]}" "$RELAY" --port 0 --host 127.0.0.1 --log.level=warn $LIMIT_ARGS $SERVER_ARGS >"$logf" 2>&1 &
   SERVER_PID=$!
   PORT=""
   local i

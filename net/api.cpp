@@ -75,7 +75,19 @@ callback<T> answer_on(const session_ptr& s, Format format) {
   };
 }
 
+// The answer to a rate refusal from server_state::take (429 with Retry-After, or 413).
+response refusal_response(std::pair<error, int64_t>&& r) {
+  if (r.first.code == errc::rate_limited)
+    return rate_limited_response(std::move(r.first.message), r.second);
+  return error_response(r.first);
+}
+
 }  // namespace
+
+void api::refuse_input(const error& e, const caller& who, const session_ptr& s) {
+  if (e.code == errc::too_large) state_.refusals().refuse(refusal::data_too_large, who.sub);
+  s->reply(error_response(e));
+}
 
 void api::handle(request&& req, const session_ptr& s) {
   const std::string_view target = req.target();
@@ -238,6 +250,7 @@ response api::metrics() const {
   std::vector<metric_sample> samples;
   state_.node().collect_metrics(samples);
   state_.counters().append_to(samples);  // relaxed atomics: nobody waits for a scrape
+  state_.refusals().append_to(samples);
   response res{http::status::ok, 11};
   res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
   res.body() = render_prometheus(samples);
@@ -246,18 +259,28 @@ response api::metrics() const {
 
 void api::create_run(const request& req, const caller& who, const session_ptr& s) {
   auto parsed = parse_create_run(req.body(), state_.node().limits());
-  if (!parsed) return s->reply(error_response(parsed.err()));
+  if (!parsed) return refuse_input(parsed.err(), who, s);
   if (!parsed->owner.empty() && parsed->owner != who.sub && !at_least(who.who, role::service))
     return s->reply(error_response(errc::forbidden, "only a service may set owner"));
-  state_.node().create_run(
-      who, std::move(*parsed),
-      answer_on<create_run_reply>(
-          s, [public_url = state_.settings().public_url](create_run_reply reply) {
-            auto res = json_response(reply.created ? http::status::created : http::status::ok,
-                                     absolute_events_url(run_created_json(reply.info), public_url));
-            res.set(http::field::location, "/v1/runs/" + reply.info.id);
-            return res;
-          }));
+  if (auto r = state_.take(state_.rate_runs(), refusal::rate_runs, who.sub, 1))
+    return s->reply(refusal_response(std::move(*r)));
+  const auto owner = parsed->owner.empty() ? who.sub : parsed->owner;
+  auto answer = answer_on<create_run_reply>(
+      s, [public_url = state_.settings().public_url](create_run_reply reply) {
+        auto res = json_response(reply.created ? http::status::created : http::status::ok,
+                                 absolute_events_url(run_created_json(reply.info), public_url));
+        res.set(http::field::location, "/v1/runs/" + reply.info.id);
+        return res;
+      });
+  // runs.max_active_per_user is the shard's (it knows which runs are active): counted here.
+  state_.node().create_run(who, std::move(*parsed),
+                           [refused = &state_.refusals(), owner,
+                            answer = std::move(answer)](result<create_run_reply> r) mutable {
+                             // (the session, held by `answer`, keeps the server state alive)
+                             if (!r && r.err().code == errc::rate_limited)
+                               refused->refuse(refusal::active_runs, owner);
+                             answer(std::move(r));
+                           });
 }
 
 void api::list_runs(const request& req, const caller& who, const session_ptr& s) {
@@ -275,7 +298,11 @@ void api::list_runs(const request& req, const caller& who, const session_ptr& s)
 
 void api::append(const request& req, const caller& who, std::string id, const session_ptr& s) {
   auto events = parse_events(req.body(), state_.node().limits());
-  if (!events) return s->reply(error_response(events.err()));
+  if (!events) return refuse_input(events.err(), who, s);
+  // All the POST's events or none: a refused batch appends nothing.
+  if (auto r = state_.take(state_.rate_events(), refusal::rate_events, who.sub,
+                           static_cast<double>(events->size())))
+    return s->reply(refusal_response(std::move(*r)));
   state_.node().append(who, std::move(id), std::move(*events),
                        answer_on<uint64_t>(s, [](uint64_t last_seq) {
                          return json_response(http::status::accepted,
@@ -290,7 +317,7 @@ void api::finish(const request& req, const caller& who, std::string id, finish_k
   if (how == finish_kind::complete || how == finish_kind::fail) {
     auto parsed = how == finish_kind::complete ? parse_complete(req.body(), limits)
                                                : parse_fail(req.body(), limits);
-    if (!parsed) return s->reply(error_response(parsed.err()));
+    if (!parsed) return refuse_input(parsed.err(), who, s);
     data = std::move(*parsed);
   }
   state_.node().finish(who, std::move(id), how, std::move(data),
@@ -323,7 +350,9 @@ void api::post_message(const request& req, const caller& who, std::string room,
   room_limits limits;
   limits.max_data_bytes = state_.node().limits().max_data_bytes;
   auto msg = parse_room_message(req.body(), limits);
-  if (!msg) return s->reply(error_response(msg.err()));
+  if (!msg) return refuse_input(msg.err(), who, s);
+  if (auto r = state_.take(state_.rate_messages(), refusal::rate_messages, who.sub, 1))
+    return s->reply(refusal_response(std::move(*r)));
   state_.node().post_message(who, std::move(room), std::move(*msg),
                              answer_on<room_post_reply>(s, [](room_post_reply r) {
                                std::string body = "{\"message_id\":\"";

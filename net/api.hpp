@@ -64,6 +64,8 @@ class api {
   bool admin_action(const request& req, const std::shared_ptr<http_session>& s);
   /// The claims of the request's token (header, else `access_token`).
   result<claims> token_claims(const request& req) const;
+  /// Answers a body that failed validation (counting too_large as a data_too_large refusal).
+  void refuse_input(const error& e, const caller& who, const std::shared_ptr<http_session>& s);
   response health() const;
   response metrics() const;
   void create_run(const request& req, const caller& who, const std::shared_ptr<http_session>& s);

@@ -70,6 +70,8 @@ void http_session::run() {
 void http_session::start() {
   if (!state_->sessions().add(this, weak_from_this()))
     return close_now();  // the server is stopping
+  header_deadline_ =
+      std::chrono::steady_clock::now() + std::chrono::seconds(state_->settings().header_timeout_s);
   do_read();
 }
 
@@ -92,19 +94,29 @@ void http_session::stop(bool force) {
   });
 }
 
-// Reading a request: the wait for its first byte is bounded by the idle timeout (keep-alive) or,
-// on a new connection, by the header timeout; from the first byte on, the whole request by the
-// header timeout, so a slow sender cannot hold a connection open.
+// Reading a request: the wait for its first byte is bounded by the idle timeout (keep-alive); the
+// head by header_deadline_ (from accept on a new connection, from the first byte on a kept-alive
+// one), which later bytes never move, so a client trickling a header cannot hold the connection;
+// the body by limits.body_timeout_s from the end of the head.
 void http_session::do_read() {
   if (stopping_) return shutdown_gracefully();
   parser_.emplace();
   cors_ = cors_none;  // an answer to a malformed request gets no CORS headers
   parser_->header_limit(static_cast<std::uint32_t>(state_->settings().header_limit));
   parser_->body_limit(state_->settings().body_limit);
-  if (buffer_.size() > 0) return do_read_header();  // a pipelined request is already here
+  reading_body_ = false;
+  if (buffer_.size() > 0) {
+    // A pipelined request is already here: its head starts now.
+    if (!first_request_)
+      header_deadline_ = std::chrono::steady_clock::now() +
+                         std::chrono::seconds(state_->settings().header_timeout_s);
+    return do_read_header();
+  }
   const auto& s = state_->settings();
-  stream_.expires_after(
-      std::chrono::seconds(first_request_ ? s.header_timeout_s : s.idle_timeout_s));
+  if (first_request_)
+    stream_.expires_at(header_deadline_);
+  else
+    stream_.expires_after(std::chrono::seconds(s.idle_timeout_s));
   stream_.async_read_some(
       buffer_.prepare(first_read_size),
       beast::bind_front_handler(&http_session::on_first_bytes, shared_from_this()));
@@ -112,15 +124,22 @@ void http_session::do_read() {
 
 void http_session::on_first_bytes(beast::error_code ec, std::size_t n) {
   if (ec) {
+    // A new connection that sent nothing within the header timeout is a (mute) slowloris; a
+    // kept-alive one that stays idle simply ends.
+    if (ec == beast::error::timeout && first_request_)
+      state_->refusals().refuse(refusal::header_timeout, peer_ip(), "sent nothing");
     fail(ec, "read");
     return close_now();
   }
   buffer_.commit(n);
+  if (!first_request_)
+    header_deadline_ = std::chrono::steady_clock::now() +
+                       std::chrono::seconds(state_->settings().header_timeout_s);
   do_read_header();
 }
 
 void http_session::do_read_header() {
-  stream_.expires_after(std::chrono::seconds(state_->settings().header_timeout_s));
+  stream_.expires_at(header_deadline_);
   beast::http::async_read_header(
       stream_, buffer_, *parser_,
       beast::bind_front_handler(&http_session::on_read_header, shared_from_this()));
@@ -129,6 +148,8 @@ void http_session::do_read_header() {
 void http_session::on_read_header(beast::error_code ec, std::size_t) {
   if (ec) return on_read_error(ec);
   if (parser_->is_done()) return on_request();
+  reading_body_ = true;
+  stream_.expires_after(std::chrono::seconds(state_->settings().body_timeout_s));
   const auto& req = parser_->get();
   if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {
     // curl and others wait for this before sending a large body.
@@ -163,10 +184,20 @@ void http_session::on_read_error(beast::error_code ec) {
   namespace he = beast::http;
   if (ec == he::error::end_of_stream || ec == he::error::partial_message)
     return close_now();  // the client closed (maybe mid-request): nobody to answer
-  if (ec == he::error::body_limit || ec == he::error::buffer_overflow)
+  if (ec == beast::error::timeout) {
+    // Nobody to answer in time: a client this slow is closed (and counted, as an attack may be).
+    state_->refusals().refuse(reading_body_ ? refusal::body_timeout : refusal::header_timeout,
+                              peer_ip());
+    return close_now();
+  }
+  if (ec == he::error::body_limit || ec == he::error::buffer_overflow) {
+    state_->refusals().refuse(refusal::body_too_large, peer_ip());
     return answer_and_close(error_response(errc::too_large, "request body too large"));
-  if (ec == he::error::header_limit)
+  }
+  if (ec == he::error::header_limit) {
+    state_->refusals().refuse(refusal::header_too_large, peer_ip());
     return answer_and_close(error_response(errc::too_large, "request header too large"));
+  }
   if (is_http_error(ec))
     return answer_and_close(error_response(errc::bad_request, "malformed HTTP request"));
   fail(ec, "read");
@@ -304,6 +335,11 @@ void http_session::refuse_origin(const char* what) {
         "cors refused {} peer={} (logged at most once a minute; see "
         "relay_cors_refusals_total)",
         what, peer_);
+}
+
+std::string http_session::peer_ip() const {
+  const auto colon = peer_.rfind(':');
+  return colon == std::string::npos ? peer_ : peer_.substr(0, colon);
 }
 
 void http_session::fail(beast::error_code ec, const char* what) {

@@ -8,6 +8,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,6 +83,8 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
   /// Counts (and logs, at most once a minute) a request refused for its Origin.
   void refuse_origin(const char* what);
   void fail(beast::error_code ec, const char* what);
+  /// The client's address without the port (the offender of a per-address refusal).
+  std::string peer_ip() const;
 
   std::shared_ptr<server_state> state_;
   beast::tcp_stream stream_;
@@ -92,12 +95,17 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
   connection_slot slot_;
   std::string peer_;
   std::array<char, 1024> discard_{};  // lingering close: what the client still sends is dropped
+  // The request head must be complete by then: set at accept for the first request and at its
+  // first byte for the next ones, never moved by the bytes that follow (a trickler cannot extend
+  // it). The body then has limits.body_timeout_s from the end of the head.
+  std::chrono::steady_clock::time_point header_deadline_;
   unsigned version_ = 11;
   bool keep_alive_ = false;
   bool overloaded_ = false;
   bool first_request_ = true;
-  bool busy_ = false;      // a request was read and is not answered yet
-  bool stopping_ = false;  // server stop: close after the current answer
+  bool reading_body_ = false;  // the current read deadline is the body's
+  bool busy_ = false;          // a request was read and is not answered yet
+  bool stopping_ = false;      // server stop: close after the current answer
   bool closed_ = false;
   bool handed_off_ = false;      // the socket now belongs to an sse_session or a ws_session
   bool tls_ = false;             // behind a tls_tunnel: answers carry HSTS

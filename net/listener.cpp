@@ -5,7 +5,9 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/http/write.hpp>
 #include <chrono>
+#include <sstream>
 #include <stdexcept>
 
 #include "net/http_session.hpp"
@@ -72,16 +74,73 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
     return do_accept();
   }
   connection_slot slot{state_->counters().connections};
-  const auto max = state_->settings().max_connections;
-  const bool overloaded = static_cast<std::size_t>(slot.count_at_open()) > max;
+  const auto& s = state_->settings();
+  const bool overloaded = static_cast<std::size_t>(slot.count_at_open()) > s.max_connections;
   beast::error_code opt_ec;
   socket.set_option(tcp::no_delay(true), opt_ec);  // frames are small and latency matters
-  if (tls_)
+  auto refused = admit(socket, slot);
+  if (overloaded) state_->refusals().refuse(refusal::connections, "*");
+  if (refused && tls_) {
+    // A refused TLS client gets no handshake (its 429 would need one): closed at once, counted.
+    beast::error_code ignored;
+    socket.close(ignored);
+  } else if (refused) {
+    refuse_now(socket, std::move(*refused));  // `slot` is released with it, below
+  } else if (tls_) {
     std::make_shared<tls_tunnel>(std::move(socket), tls_, state_, std::move(slot), overloaded)
         ->run();
-  else
+  } else {
     std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded)->run();
+  }
   do_accept();
+}
+
+// Per client address: the connection-attempt bucket and the open-connection count. A refused
+// connection is answered 429 at once by refuse_now, without reading its request: a flood from one
+// address costs one short-lived socket per attempt, not a session waiting for a request.
+std::optional<response> listener::admit(const tcp::socket& socket, connection_slot& slot) {
+  const auto& s = state_->settings();
+  const bool per_ip = s.max_connections_per_ip > 0;
+  if (!per_ip && !state_->rate_connections().enabled()) return std::nullopt;
+  beast::error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  if (ec) return std::nullopt;  // already gone: the session finds out
+  auto ip = ep.address().to_string();
+  auto t = state_->rate_connections().try_take(ip, 1, limiter_clock::now());
+  if (!t.ok) {
+    state_->refusals().refuse(refusal::rate_connections, ip);
+    return rate_limited_response("too many connection attempts from this address",
+                                 t.retry_after_s());
+  }
+  if (!per_ip) return std::nullopt;
+  slot.attach(ip_slot{state_->per_ip(), ip});
+  if (slot.ip().count_at_open() > s.max_connections_per_ip) {
+    state_->refusals().refuse(refusal::connections_per_ip, ip);
+    return rate_limited_response("too many open connections from this address", 1);
+  }
+  return std::nullopt;
+}
+
+// The cheapest answer to a refused connection: no session, no thread hop, no lingering read. The
+// socket is the listener's alone until here. Written at once without blocking (a fresh socket's
+// send buffer takes a small answer whole; if not, the client is gone anyway), then closed; a
+// request the client already sent may turn the close into a reset, after the answer.
+void listener::refuse_now(tcp::socket& socket, response&& res) {
+  finalize(res, 11, false);
+  std::ostringstream text;
+  text << res;
+  const auto bytes = text.str();
+  beast::error_code ec;
+  socket.non_blocking(true, ec);
+  if (!ec) {
+    const auto n = socket.write_some(asio::buffer(bytes), ec);
+    auto& c = state_->counters();
+    c.http_requests.fetch_add(1, std::memory_order_relaxed);
+    c.writes.fetch_add(1, std::memory_order_relaxed);
+    if (!ec) c.bytes_out.fetch_add(n, std::memory_order_relaxed);
+  }
+  socket.shutdown(tcp::socket::shutdown_send, ec);
+  socket.close(ec);
 }
 
 }  // namespace relay::net

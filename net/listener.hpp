@@ -5,8 +5,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "net/beast.hpp"
+#include "net/responses.hpp"
 #include "net/server_state.hpp"
 
 namespace boost::asio::ssl {
@@ -31,6 +33,10 @@ class listener : public std::enable_shared_from_this<listener> {
  private:
   void do_accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
+  /// The per-address checks of a new connection: the answer that refuses it, or none.
+  std::optional<response> admit(const tcp::socket& socket, connection_slot& slot);
+  /// Answers `res` on the listener's thread and closes the socket (see admit).
+  void refuse_now(tcp::socket& socket, response&& res);
 
   std::shared_ptr<server_state> state_;
   std::shared_ptr<asio::ssl::context> tls_;

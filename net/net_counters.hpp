@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "net/refusals.hpp"
 #include "protocols/metrics.hpp"
 
 namespace relay::net {
@@ -40,12 +41,15 @@ class connection_slot {
   explicit connection_slot(std::atomic<int64_t>& gauge) noexcept
       : gauge_(&gauge), count_(gauge.fetch_add(1, std::memory_order_relaxed) + 1) {}
   connection_slot(connection_slot&& other) noexcept
-      : gauge_(std::exchange(other.gauge_, nullptr)), count_(other.count_) {}
+      : gauge_(std::exchange(other.gauge_, nullptr)),
+        count_(other.count_),
+        ip_(std::move(other.ip_)) {}
   connection_slot& operator=(connection_slot&& other) noexcept {
     if (this != &other) {
       reset();
       gauge_ = std::exchange(other.gauge_, nullptr);
       count_ = other.count_;
+      ip_ = std::move(other.ip_);
     }
     return *this;
   }
@@ -55,14 +59,19 @@ class connection_slot {
 
   /// Open connections right after this one was counted (for the max_connections check).
   int64_t count_at_open() const noexcept { return count_; }
+  /// Counts the connection for its client address too (limits.max_connections_per_ip).
+  void attach(ip_slot&& ip) noexcept { ip_ = std::move(ip); }
+  const ip_slot& ip() const noexcept { return ip_; }
 
  private:
   void reset() noexcept {
     if (gauge_) gauge_->fetch_sub(1, std::memory_order_relaxed);
     gauge_ = nullptr;
+    ip_ = ip_slot{};
   }
   std::atomic<int64_t>* gauge_ = nullptr;
   int64_t count_ = 0;
+  ip_slot ip_;
 };
 
 }  // namespace relay::net

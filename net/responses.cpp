@@ -2,6 +2,7 @@
 
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/status.hpp>
+#include <string>
 
 namespace relay::net {
 
@@ -21,6 +22,12 @@ response error_response(const error& e) {
 
 response error_response(errc code, std::string message) {
   return error_response(error{code, std::move(message)});
+}
+
+response rate_limited_response(std::string message, int64_t retry_after_s) {
+  auto res = error_response(errc::rate_limited, std::move(message));
+  res.set(http::field::retry_after, std::to_string(retry_after_s));
+  return res;
 }
 
 response method_not_allowed(std::string_view allow) {

@@ -23,6 +23,9 @@ response json_response(http::status status, std::string body);
 response error_response(const error& e);
 response error_response(errc code, std::string message);
 
+/// 429 rate_limited with `Retry-After: <retry_after_s>` (whole seconds).
+response rate_limited_response(std::string message, int64_t retry_after_s);
+
 /// 405 with `Allow: <allow>` and a bad_request error body.
 response method_not_allowed(std::string_view allow);
 

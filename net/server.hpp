@@ -12,6 +12,12 @@ namespace relay {
 
 class node;
 
+/// A token bucket's refill rate and depth as configured (rate.*); per_s == 0: off.
+struct rate_limit {
+  uint32_t per_s = 0;
+  uint32_t burst = 0;
+};
+
 /// Options of the network layer (config keys server.*, auth.*, sse.*, ws.*, limits.*).
 struct server_settings {
   std::string host = "127.0.0.1";            // server.host
@@ -43,6 +49,16 @@ struct server_settings {
   uint16_t tls_port = 8443;               // tls.port (0: ephemeral, see bound_tls_port())
   unsigned tls_handshake_timeout_s = 10;  // tls.handshake_timeout_s
   uint64_t hsts_max_age_s = 31'536'000;   // tls.hsts_max_age_s (0: no Strict-Transport-Security)
+
+  // Limits against hostile clients (issue 5; see README "Limits and rate limits").
+  std::size_t max_connections_per_ip = 1000;  // limits.max_connections_per_ip (429; 0 = off)
+  unsigned body_timeout_s = 30;               // limits.body_timeout_s (read deadline of a body)
+  unsigned ws_max_rooms = 64;                 // ws.max_rooms (rooms joined per connection)
+  rate_limit rate_connections{200, 1000};     // rate.connections_*: per client address
+  rate_limit rate_runs{20, 200};              // rate.runs_*: run creations per user
+  rate_limit rate_events{50000, 100000};      // rate.events_*: producer events per user
+  rate_limit rate_messages{200, 6000};        // rate.messages_*: room messages per user
+  std::size_t rate_max_keys = 100000;         // rate.max_keys: buckets kept per kind at most
 };
 
 /// An extra `POST /v1/admin/<name>/<arg>` endpoint added by an embedding program: the

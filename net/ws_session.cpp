@@ -136,7 +136,6 @@ void ws_session::on_readable(beast::error_code ec) {
     fail(ec, "read");
     return close_now();
   }
-  last_heard_ = std::chrono::steady_clock::now();
   if (reader_failed_) return do_read();  // closing after a protocol error: input is dropped
   reader_.feed({chunk.data(), n});
   process();
@@ -155,6 +154,9 @@ void ws_session::process() {
     }
     auto ev = reader_.next();
     using kind = ws::frame_reader::event::kind;
+    // Only a whole frame shows the peer alive: bytes trickled into one that never completes do
+    // not hold the connection past ws.timeout_ms.
+    if (ev.what != kind::need_more) last_heard_ = std::chrono::steady_clock::now();
     switch (ev.what) {
       case kind::need_more:
         return do_read();
@@ -183,6 +185,8 @@ void ws_session::process() {
         }
         break;
       case kind::fail:
+        if (ev.code == ws::close_code::too_big)
+          state_->refusals().refuse(refusal::frame_too_large, address_of(peer_));
         spdlog::debug("ws protocol_error peer={} session={} code={} why={}", peer_, session_id_,
                       ev.code, ev.payload);
         reader_failed_ = true;
@@ -196,8 +200,11 @@ void ws_session::process() {
 void ws_session::on_text(std::string_view text) {
   state_->counters().ws_messages_in.fetch_add(1, std::memory_order_relaxed);
   auto decoded = ws::decode_client_op(text, limits_);
-  if (auto* failure = std::get_if<ws::decode_failure>(&decoded))
+  if (auto* failure = std::get_if<ws::decode_failure>(&decoded)) {
+    if (failure->err.code == errc::too_large)
+      state_->refusals().refuse(refusal::data_too_large, req_.who.sub);
     return send_error(failure->ref, failure->err);
+  }
   dispatch(std::get<ws::decoded_op>(std::move(decoded)));
 }
 
@@ -240,6 +247,7 @@ void ws_session::op_unsubscribe(ws::unsubscribe&& op, std::string&& ref) {
 
 bool ws_session::subscription_limit_reached(std::string_view ref) {
   if (subs_.size() < state_->settings().ws_max_subscriptions) return false;
+  state_->refusals().refuse(refusal::subscriptions, req_.who.sub);
   send_error(ref,
              error{errc::too_large, "too many subscriptions (at most " +
                                         std::to_string(state_->settings().ws_max_subscriptions) +
@@ -250,6 +258,13 @@ bool ws_session::subscription_limit_reached(std::string_view ref) {
 void ws_session::op_join(ws::join&& op, std::string&& ref) {
   if (std::find(joined_.begin(), joined_.end(), op.room) != joined_.end())
     return send_error(ref, error{errc::conflict, "already joined " + op.room});
+  if (joined_.size() >= state_->settings().ws_max_rooms) {
+    state_->refusals().refuse(refusal::rooms, req_.who.sub);
+    return send_error(ref,
+                      error{errc::too_large, "too many rooms joined (at most " +
+                                                 std::to_string(state_->settings().ws_max_rooms) +
+                                                 " per connection)"});
+  }
   auto topic = "room:" + op.room;
   if (!find_topic(topic) && subscription_limit_reached(ref)) return;
   auto room = op.room;
@@ -281,6 +296,9 @@ void ws_session::op_leave(ws::leave&& op, std::string&& ref) {
 }
 
 void ws_session::op_send(ws::send&& op, std::string&& ref) {
+  // Refused ops answer `error` (rate_limited) and leave the connection open.
+  if (auto r = state_->take(state_->rate_messages(), refusal::rate_messages, req_.who.sub, 1))
+    return send_error(ref, r->first);
   state_->node().post_message(
       req_.who, std::move(op.room), std::move(op.message),
       on_session<room_post_reply>([this, ref = std::move(ref)](result<room_post_reply> r) {
@@ -290,6 +308,8 @@ void ws_session::op_send(ws::send&& op, std::string&& ref) {
 }
 
 void ws_session::op_publish(ws::publish&& op, std::string&& ref) {
+  if (auto r = state_->take(state_->rate_events(), refusal::rate_events, req_.who.sub, 1))
+    return send_error(ref, r->first);
   auto id = op.topic.substr(4);  // the decoder accepts run topics only
   std::vector<event_input> events;
   events.push_back(event_input{std::move(op.type), std::move(op.data)});
@@ -574,8 +594,10 @@ void ws_session::on_heartbeat(beast::error_code ec) {
   const auto& cfg = state_->settings();
   const auto silent = std::chrono::steady_clock::now() - last_heard_;
   if (silent >= std::chrono::milliseconds(cfg.ws_timeout_ms)) {
-    spdlog::info("ws timeout peer={} session={} silent_ms={}", peer_, session_id_,
-                 std::chrono::duration_cast<std::chrono::milliseconds>(silent).count());
+    state_->refusals().refuse(
+        refusal::ws_timeout, address_of(peer_),
+        fmt::format("silent_ms={}",
+                    std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()));
     return begin_close(ws::close_code::going_away, "heartbeat timeout", false);
   }
   if (req_.expires_at_s > 0 && now_s() > req_.expires_at_s + cfg.jwt_leeway_s)

@@ -49,6 +49,8 @@ struct run_limits {
   std::size_t max_data_bytes = 65536;  // an event's `data`, as JSON text
   std::size_t max_events_per_post = 1000;
   std::size_t max_key_bytes = 256;     // idempotency key, owner
+  // runs.max_active_per_user: running runs per owner at once (0 = no limit)
+  uint32_t max_active_per_user = 1000;
 };
 
 /// POST /v1/runs, validated. Defaults from run_limits are filled in.
