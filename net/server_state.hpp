@@ -9,7 +9,9 @@
 #include <string>
 
 #include "actors/node.hpp"
+#include "net/audit_log.hpp"
 #include "net/io_pool.hpp"
+#include "net/jwt_keys.hpp"
 #include "net/net_counters.hpp"
 #include "net/server.hpp"
 #include "net/session_registry.hpp"
@@ -19,7 +21,11 @@ namespace relay::net {
 class server_state {
  public:
   server_state(server_settings settings, relay::node& n)
-      : settings_(std::move(settings)), node_(n), pool_(settings_.io_threads) {}
+      : settings_(std::move(settings)),
+        node_(n),
+        jwt_keys_(load_jwt_keys(settings_)),
+        audit_(settings_.audit_path, settings_.audit_failures_per_min),
+        pool_(settings_.io_threads) {}
   server_state(const server_state&) = delete;
   server_state& operator=(const server_state&) = delete;
 
@@ -29,6 +35,9 @@ class server_state {
   const net_counters& counters() const noexcept { return counters_; }
   session_registry& sessions() noexcept { return sessions_; }
   io_pool& pool() noexcept { return pool_; }
+  /// The token verification keys (read at start-up, immutable).
+  const jwt_key_set& jwt_keys() const noexcept { return *jwt_keys_; }
+  audit_log& audit() noexcept { return audit_; }
 
   /// The admin endpoints an embedding program added (written before start(), then read-only).
   std::map<std::string, admin_action, std::less<>>& admin_actions() noexcept { return admin_; }
@@ -51,6 +60,8 @@ class server_state {
  private:
   const server_settings settings_;
   relay::node& node_;
+  std::shared_ptr<const jwt_key_set> jwt_keys_;
+  audit_log audit_;
   net_counters counters_;
   std::map<std::string, admin_action, std::less<>> admin_;
   session_registry sessions_;

@@ -75,9 +75,10 @@ TEST(net_counters, every_counter_is_exported) {
   c.writes = 3;
   c.frames_out = 12;
   c.ws_sessions = 2;
+  c.auth_failures = 4;
   std::vector<metric_sample> out;
   c.append_to(out);
-  ASSERT_EQ(out.size(), 10u);
+  ASSERT_EQ(out.size(), 13u);
   auto value_of = [&](std::string_view name, std::string_view type) -> std::optional<double> {
     for (const auto& s : out)
       if (s.name == name) {
@@ -90,6 +91,9 @@ TEST(net_counters, every_counter_is_exported) {
   EXPECT_EQ(value_of("relay_ws_sessions", "gauge"), 2.0);
   EXPECT_EQ(value_of("relay_ws_messages_in_total", "counter"), 0.0);
   EXPECT_EQ(value_of("relay_ws_errors_total", "counter"), 0.0);
+  EXPECT_EQ(value_of("relay_auth_failures_total", "counter"), 4.0);
+  EXPECT_EQ(value_of("relay_auth_forbidden_total", "counter"), 0.0);
+  EXPECT_EQ(value_of("relay_token_expiries_total", "counter"), 0.0);
 }
 
 }  // namespace
