@@ -111,40 +111,39 @@ void api::handle(request&& req, const session_ptr& s) {
         error_response(errc::forbidden, "the token's rooms claim does not include this room"));
   }
   const auto expires_at_s = c->exp;
-  const auto who = std::optional<caller>{caller{std::move(c->sub), c->who}};
+  const caller who{std::move(c->sub), c->who};
   switch (r->what) {
     case endpoint::runs_create:
-      return create_run(req, *who, s);
+      return create_run(req, who, s);
     case endpoint::runs_list:
-      return list_runs(req, *who, s);
+      return list_runs(req, who, s);
     case endpoint::run_get:
-      return state_.node().get_run(*who, std::move(r->id),
-                                   answer_on<run_info>(s, [](run_info info) {
+      return state_.node().get_run(who, std::move(r->id), answer_on<run_info>(s, [](run_info info) {
                                      return json_response(http::status::ok, run_info_json(info));
                                    }));
     case endpoint::run_append:
-      if (at_least(who->who, role::service) && state_.audit().first_append(who->sub, r->id))
-        audit_producer("run.append", *who, r->id, s);
-      return append(req, *who, std::move(r->id), s);
+      if (at_least(who.who, role::service) && state_.audit().first_append(who.sub, r->id))
+        audit_producer("run.append", who, r->id, s);
+      return append(req, who, std::move(r->id), s);
     case endpoint::run_stream:
-      return stream(req, *who, "run:" + r->id, false, expires_at_s, s);
+      return stream(req, who, "run:" + r->id, false, expires_at_s, s);
     case endpoint::run_complete:
-      audit_producer("run.complete", *who, r->id, s);
-      return finish(req, *who, std::move(r->id), finish_kind::complete, s);
+      audit_producer("run.complete", who, r->id, s);
+      return finish(req, who, std::move(r->id), finish_kind::complete, s);
     case endpoint::run_fail:
-      audit_producer("run.fail", *who, r->id, s);
-      return finish(req, *who, std::move(r->id), finish_kind::fail, s);
+      audit_producer("run.fail", who, r->id, s);
+      return finish(req, who, std::move(r->id), finish_kind::fail, s);
     case endpoint::run_cancel:
-      audit_producer("run.cancel", *who, r->id, s);
-      return finish(req, *who, std::move(r->id), finish_kind::cancel, s);
+      audit_producer("run.cancel", who, r->id, s);
+      return finish(req, who, std::move(r->id), finish_kind::cancel, s);
     case endpoint::room_post_message:
-      return post_message(req, *who, std::move(r->id), s);
+      return post_message(req, who, std::move(r->id), s);
     case endpoint::room_stream:
-      return stream(req, *who, "room:" + r->id, true, expires_at_s, s);
+      return stream(req, who, "room:" + r->id, true, expires_at_s, s);
     case endpoint::room_presence:
-      return presence(*who, std::move(r->id), s);
+      return presence(who, std::move(r->id), s);
     case endpoint::room_history:
-      return history(req, *who, std::move(r->id), s);
+      return history(req, who, std::move(r->id), s);
     case endpoint::health:
     case endpoint::metrics:
     case endpoint::websocket:
