@@ -80,6 +80,12 @@ std::optional<std::string> non_empty(std::string_view v) {
   return std::nullopt;
 }
 
+std::optional<std::string> jwt_key_list(std::string_view v) {
+  auto refs = parse_jwt_key_list(v);
+  if (!refs) return refs.err().message;
+  return std::nullopt;
+}
+
 std::optional<std::string> host_name(std::string_view v) {
   if (v.empty()) return "must not be empty";
   if (v.find_first_of(" \t") != std::string_view::npos) return "must not contain spaces";
@@ -172,7 +178,12 @@ const std::vector<option>& options() {
       text("auth.jwt_secret", RELAY_FIELD(server.jwt_secret), non_empty, "",
            "HS256 secret of bearer tokens. The default is public: set your own off loopback."),
       number("auth.leeway_s", RELAY_FIELD(server.jwt_leeway_s), 0, 3600,
-             "Seconds of clock skew tolerated on a token's exp and nbf."),
+             "Seconds of clock skew tolerated on a token's exp and nbf (and live connections)."),
+      text("auth.jwt_keys", RELAY_FIELD(server.jwt_keys), jwt_key_list, "kid=HS256|RS256:path,...",
+           "More verification keys, selected by a token's kid: RS256 public keys (PEM files) "
+           "and HS256 secrets (files); two at once for rotation."),
+      number("auth.jwt_secret_enabled", RELAY_FIELD(server.jwt_secret_enabled), 0, 1,
+             "1: auth.jwt_secret verifies HS256 tokens; 0: only auth.jwt_keys do."),
       // limits
       number("limits.body_bytes", RELAY_FIELD(server.body_limit), 1, gib,
              "Largest HTTP request body (413 past it), so no request buffers without bound."),
@@ -325,6 +336,13 @@ const std::vector<option>& options() {
       number("rate.max_keys", RELAY_FIELD(server.rate_max_keys), 16, 100'000'000,
              "Buckets kept per kind at most (users or addresses); past it refilled ones, then the "
              "least recently used, are forgotten, so memory stays bounded."),
+      // audit
+      text(
+          "audit.path", RELAY_FIELD(server.audit_path),
+          [](std::string_view) { return std::optional<std::string>{}; }, "",
+          "Audit log file (JSON lines: privileged actions, repeated auth failures); empty = off."),
+      number("audit.auth_failures_per_min", RELAY_FIELD(server.audit_failures_per_min), 1,
+             1'000'000, "Auth failures of one IP in a minute that make one audit line."),
       // log
       text("log.level", RELAY_FIELD(log_level), log_level, "trace|debug|info|warn|error",
            "Least severe level logged."),
@@ -343,9 +361,9 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 2> bounded_b
 }};
 
 /// One line of text per section in the documented config file.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 14> sections = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 15> sections = {{
     {"server", "Where Relay listens."},
-    {"auth", "Bearer JWT (HS256) verification; mint tokens with `relay token`."},
+    {"auth", "Bearer JWT (HS256, RS256) verification; mint HS256 tokens with `relay token`."},
     {"limits", "Bounds on HTTP connections and requests: past them a request is refused."},
     {"sse", "Server-Sent Events streams."},
     {"ws", "WebSocket connections at /v1/ws."},
@@ -360,6 +378,7 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 14> sections
     {"rate",
      "Token buckets: per client address (connections) and per user (runs, events, messages); "
      "past them 429 with Retry-After, or an `error` op rate_limited on a WebSocket."},
+    {"audit", "The audit log: a file of its own, one JSON object per line."},
     {"log", "Logging: one console logger on stderr."},
 }};
 
@@ -468,6 +487,9 @@ class loader {
         return fmt::format("{}: {} = {} exceeds {} = {} ({})", where(small), small, s, big, b,
                            where(big));
     }
+    if (!cfg.server.jwt_secret_enabled && cfg.server.jwt_keys.empty())
+      return fmt::format("{}: auth.jwt_secret_enabled = 0 leaves no key: set auth.jwt_keys",
+                         where("auth.jwt_secret_enabled"));
     return std::nullopt;
   }
 
@@ -677,7 +699,8 @@ bool is_loopback_host(std::string_view host) noexcept {
 }
 
 std::optional<std::string> insecure_secret_warning(const app_config& cfg) {
-  if (cfg.server.jwt_secret != development_secret) return std::nullopt;
+  if (cfg.server.jwt_secret != development_secret || !cfg.server.jwt_secret_enabled)
+    return std::nullopt;
   // The TLS listener (tls.cert_path set) may face the network while the plain one does not.
   const bool tls_on = !cfg.server.tls_cert_path.empty();
   const auto& tls_host = cfg.server.tls_host.empty() ? cfg.server.host : cfg.server.tls_host;

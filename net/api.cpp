@@ -17,6 +17,7 @@
 #include "protocols/jwt.hpp"
 #include "protocols/metrics.hpp"
 #include "protocols/room.hpp"
+#include "protocols/room_access.hpp"
 #include "protocols/run.hpp"
 #include "protocols/sse.hpp"
 #include "protocols/ws_frame.hpp"
@@ -108,36 +109,53 @@ void api::handle(request&& req, const session_ptr& s) {
     default:
       break;
   }
-  auto who = authenticate(req);
-  if (!who) return s->reply(error_response(who.err()));
+  auto c = token_claims(req);
+  if (!c) {
+    auth_failed(s->peer(), c.err());
+    return s->reply(error_response(c.err()));
+  }
+  const bool room_endpoint =
+      r->what == endpoint::room_post_message || r->what == endpoint::room_stream ||
+      r->what == endpoint::room_presence || r->what == endpoint::room_history;
+  if (room_endpoint && !room_allowed(c->rooms, r->id)) {
+    state_.counters().auth_forbidden.fetch_add(1, std::memory_order_relaxed);
+    return s->reply(
+        error_response(errc::forbidden, "the token's rooms claim does not include this room"));
+  }
+  const auto expires_at_s = c->exp;
+  const caller who{std::move(c->sub), c->who};
   switch (r->what) {
     case endpoint::runs_create:
-      return create_run(req, *who, s);
+      return create_run(req, who, s);
     case endpoint::runs_list:
-      return list_runs(req, *who, s);
+      return list_runs(req, who, s);
     case endpoint::run_get:
-      return state_.node().get_run(*who, std::move(r->id),
-                                   answer_on<run_info>(s, [](run_info info) {
+      return state_.node().get_run(who, std::move(r->id), answer_on<run_info>(s, [](run_info info) {
                                      return json_response(http::status::ok, run_info_json(info));
                                    }));
     case endpoint::run_append:
-      return append(req, *who, std::move(r->id), s);
+      if (at_least(who.who, role::service) && state_.audit().first_append(who.sub, r->id))
+        audit_producer("run.append", who, r->id, s);
+      return append(req, who, std::move(r->id), s);
     case endpoint::run_stream:
-      return stream(req, *who, "run:" + r->id, false, s);
+      return stream(req, who, "run:" + r->id, false, expires_at_s, s);
     case endpoint::run_complete:
-      return finish(req, *who, std::move(r->id), finish_kind::complete, s);
+      audit_producer("run.complete", who, r->id, s);
+      return finish(req, who, std::move(r->id), finish_kind::complete, s);
     case endpoint::run_fail:
-      return finish(req, *who, std::move(r->id), finish_kind::fail, s);
+      audit_producer("run.fail", who, r->id, s);
+      return finish(req, who, std::move(r->id), finish_kind::fail, s);
     case endpoint::run_cancel:
-      return finish(req, *who, std::move(r->id), finish_kind::cancel, s);
+      audit_producer("run.cancel", who, r->id, s);
+      return finish(req, who, std::move(r->id), finish_kind::cancel, s);
     case endpoint::room_post_message:
-      return post_message(req, *who, std::move(r->id), s);
+      return post_message(req, who, std::move(r->id), s);
     case endpoint::room_stream:
-      return stream(req, *who, "room:" + r->id, true, s);
+      return stream(req, who, "room:" + r->id, true, expires_at_s, s);
     case endpoint::room_presence:
-      return presence(*who, std::move(r->id), s);
+      return presence(who, std::move(r->id), s);
     case endpoint::room_history:
-      return history(req, *who, std::move(r->id), s);
+      return history(req, who, std::move(r->id), s);
     case endpoint::health:
     case endpoint::metrics:
     case endpoint::websocket:
@@ -159,12 +177,21 @@ bool api::admin_action(const request& req, const session_ptr& s) {
   auto it = actions.find(path.substr(0, slash));
   if (it == actions.end()) return false;
   auto who = authenticate(req);
+  const std::string target{req.target()};
   if (!who) {
+    auth_failed(s->peer(), who.err());
     s->reply(error_response(who.err()));
   } else if (who->who != role::admin) {
+    state_.counters().auth_forbidden.fetch_add(1, std::memory_order_relaxed);
+    state_.audit().record("admin.denied", {{"sub", who->sub},
+                                           {"role", to_string(who->who)},
+                                           {"path", target},
+                                           {"ip", peer_ip(s->peer())}});
     s->reply(error_response(errc::forbidden, "admin role required"));
   } else {
-    spdlog::warn("admin action {} by sub={}", std::string{req.target()}, who->sub);
+    spdlog::warn("admin action {} by sub={}", target, who->sub);
+    state_.audit().record("admin.action",
+                          {{"sub", who->sub}, {"path", target}, {"ip", peer_ip(s->peer())}});
     it->second(std::string{path.substr(slash + 1)}, [s](unsigned status, std::string body) {
       s->post_reply([status, body = std::move(body)]() mutable {
         return json_response(static_cast<http::status>(status), std::move(body));
@@ -190,8 +217,20 @@ result<claims> api::token_claims(const request& req) const {
 }
 
 result<claims> api::verify_token(std::string_view token) const {
-  const auto& cfg = state_.settings();
-  return verify_hs256(token, cfg.jwt_secret, now_s(), cfg.jwt_leeway_s);
+  return verify_jwt(token, state_.jwt_keys(), now_s(), state_.settings().jwt_leeway_s);
+}
+
+void api::auth_failed(std::string_view peer, const error& why) const {
+  state_.counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
+  state_.audit().auth_failure(peer_ip(peer), why.message);
+}
+
+void api::audit_producer(std::string_view action, const caller& who, std::string_view run,
+                         const session_ptr& s) {
+  if (!at_least(who.who, role::service)) return;
+  state_.audit().record(
+      action,
+      {{"sub", who.sub}, {"role", to_string(who.who)}, {"run", run}, {"ip", peer_ip(s->peer())}});
 }
 
 namespace {
@@ -228,8 +267,12 @@ void api::upgrade(const request& req, const session_ptr& s) {
   if (!ws::valid_client_key(key))
     return s->reply(error_response(errc::bad_request, "invalid Sec-WebSocket-Key"));
   auto c = token_claims(req);
-  if (!c) return s->reply(error_response(c.err()));
-  s->start_websocket(ws_request{caller{std::move(c->sub), c->who}, c->exp, ws::accept_key(key)});
+  if (!c) {
+    auth_failed(s->peer(), c.err());
+    return s->reply(error_response(c.err()));
+  }
+  s->start_websocket(ws_request{caller{std::move(c->sub), c->who}, c->exp, ws::accept_key(key),
+                                std::move(c->rooms)});
 }
 
 response api::health() const {
@@ -260,10 +303,16 @@ response api::metrics() const {
 void api::create_run(const request& req, const caller& who, const session_ptr& s) {
   auto parsed = parse_create_run(req.body(), state_.node().limits());
   if (!parsed) return refuse_input(parsed.err(), who, s);
-  if (!parsed->owner.empty() && parsed->owner != who.sub && !at_least(who.who, role::service))
+  const bool on_behalf = !parsed->owner.empty() && parsed->owner != who.sub;
+  if (on_behalf && !at_least(who.who, role::service))
     return s->reply(error_response(errc::forbidden, "only a service may set owner"));
   if (auto r = state_.take(state_.rate_runs(), refusal::rate_runs, who.sub, 1))
     return s->reply(refusal_response(std::move(*r)));
+  if (on_behalf)
+    state_.audit().record("run.create", {{"sub", who.sub},
+                                         {"role", to_string(who.who)},
+                                         {"owner", parsed->owner},
+                                         {"ip", peer_ip(s->peer())}});
   const auto owner = parsed->owner.empty() ? who.sub : parsed->owner;
   auto answer = answer_on<create_run_reply>(
       s, [public_url = state_.settings().public_url](create_run_reply reply) {
@@ -327,7 +376,7 @@ void api::finish(const request& req, const caller& who, std::string id, finish_k
 }
 
 void api::stream(const request& req, const caller& who, std::string topic, bool default_from_now,
-                 const session_ptr& s) {
+                 int64_t expires_at_s, const session_ptr& s) {
   uint64_t after = 0;
   bool from_now = default_from_now;
   if (auto it = req.find("Last-Event-ID"); it != req.end()) {
@@ -341,8 +390,8 @@ void api::stream(const request& req, const caller& who, std::string topic, bool 
     after = *pos;
     from_now = false;
   }
-  s->start_stream(
-      stream_request{who, std::move(topic), after, from_now, req.version(), req.keep_alive()});
+  s->start_stream(stream_request{who, std::move(topic), after, from_now, req.version(),
+                                 req.keep_alive(), expires_at_s});
 }
 
 void api::post_message(const request& req, const caller& who, std::string room,

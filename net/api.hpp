@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "actors/node.hpp"
 #include "net/responses.hpp"
@@ -24,6 +26,8 @@ struct stream_request {
   bool from_now = false;  // no position given on a room: start at its current last seq
   unsigned version = 11;
   bool keep_alive = true;  // for an error answer to the subscribe
+  /// The token's `exp`: the stream ends then (plus auth.leeway_s).
+  int64_t expires_at_s = 0;
   // Set by the http_session that hands the connection over: the stream's head (or its error
   // answer) carries the same browser headers as any answer.
   cors_match cors = cors_none;
@@ -36,6 +40,8 @@ struct ws_request {
   caller who;
   int64_t expires_at_s = 0;  // the token's `exp` (the `auth` op can extend it)
   std::string accept_key;    // Sec-WebSocket-Accept for the 101 answer
+  /// The token's `rooms` claim (protocols/room_access.hpp; the `auth` op can replace it).
+  std::optional<std::vector<std::string>> rooms;
 };
 
 /// Room history pages: messages per page unless `limit` says otherwise, and at most.
@@ -52,11 +58,14 @@ class api {
   void handle(request&& req, const std::shared_ptr<http_session>& session);
 
   /// The caller of a /v1 request: `Authorization: Bearer` or the `access_token` query parameter,
-  /// verified as HS256 with the configured secret. Errors are unauthorized.
+  /// verified with the configured keys (auth.jwt_secret, auth.jwt_keys). Errors are unauthorized.
   result<caller> authenticate(const request& req) const;
 
-  /// Verifies a bearer token (the `auth` op of a WebSocket reuses it).
+  /// Verifies a bearer token against the configured keys (the `auth` op of a WebSocket reuses it).
   result<claims> verify_token(std::string_view token) const;
+
+  /// Counts a refused token of `peer` ("ip:port") in /metrics and the audit log's per-IP window.
+  void auth_failed(std::string_view peer, const error& why) const;
 
  private:
   /// POST /v1/admin/<name>/<arg> for an action added with server::add_admin_action: answers it
@@ -69,6 +78,9 @@ class api {
   response health() const;
   response metrics() const;
   void create_run(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
+  /// Audit lines for a service's (or admin's) producer actions (see net/audit_log.hpp).
+  void audit_producer(std::string_view action, const caller& who, std::string_view run,
+                      const std::shared_ptr<http_session>& s);
   void list_runs(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
   void append(const request& req, const caller& who, std::string id,
               const std::shared_ptr<http_session>& s);
@@ -76,7 +88,7 @@ class api {
               const std::shared_ptr<http_session>& s);
   /// SSE on a topic; without Last-Event-ID or `after`, a run starts at 0 and a room "now".
   void stream(const request& req, const caller& who, std::string topic, bool default_from_now,
-              const std::shared_ptr<http_session>& s);
+              int64_t expires_at_s, const std::shared_ptr<http_session>& s);
   void post_message(const request& req, const caller& who, std::string room,
                     const std::shared_ptr<http_session>& s);
   /// GET /v1/ws: checks the upgrade headers (RFC 6455 4.2.1) and hands the connection over.

@@ -44,6 +44,9 @@ class http_session : public stoppable, public std::enable_shared_from_this<http_
   /// Any thread (see stoppable).
   void stop(bool force) override;
 
+  /// The client's address, "ip:port".
+  const std::string& peer() const noexcept { return peer_; }
+
   /// Session thread: the answer to the current request (ignored if there is none).
   void reply(response&& res);
   /// Session thread: hands the connection over to an SSE session for the current request.

@@ -40,6 +40,15 @@ void net_counters::append_to(std::vector<metric_sample>& out) const {
   add(out, "relay_tls_handshake_failures_total",
       "TLS handshakes that failed or passed tls.handshake_timeout_s.", "counter",
       tls_handshake_failures);
+  add(out, "relay_auth_failures_total",
+      "Requests, upgrades and WebSocket auth ops refused for a missing or invalid token.",
+      "counter", auth_failures);
+  add(out, "relay_auth_forbidden_total",
+      "Requests and ops refused by the token's rights (rooms claim, admin role).", "counter",
+      auth_forbidden);
+  add(out, "relay_token_expiries_total",
+      "WebSocket connections (1008) and SSE streams ended because their token expired.", "counter",
+      token_expiries);
 }
 
 }  // namespace relay::net

@@ -28,6 +28,10 @@ struct net_counters {
   std::atomic<uint64_t> cors_refusals{0};
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_handshake_failures{0};
+  // Auth (counted once per refusal; the audit log has the per-IP detail).
+  std::atomic<uint64_t> auth_failures{0};   // requests, upgrades, `auth` ops refused: 401
+  std::atomic<uint64_t> auth_forbidden{0};  // refused by a token's rights (rooms claim, admin)
+  std::atomic<uint64_t> token_expiries{0};  // live connections ended by their token's expiry
 
   /// Appends one sample per counter (relay_connections, relay_http_requests_total, ...).
   void append_to(std::vector<metric_sample>& out) const;

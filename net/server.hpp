@@ -25,6 +25,10 @@ struct server_settings {
   unsigned io_threads = 1;                   // server.io_threads
   std::string jwt_secret;                    // auth.jwt_secret (HS256)
   int64_t jwt_leeway_s = 0;                  // auth.leeway_s
+  std::string jwt_keys;                      // auth.jwt_keys: kid=ALG:path,... (RS256, rotation)
+  bool jwt_secret_enabled = true;            // auth.jwt_secret_enabled (0: jwt_keys only)
+  std::string audit_path;                    // audit.path (empty: no audit log)
+  unsigned audit_failures_per_min = 10;      // audit.auth_failures_per_min (one line per IP)
   std::size_t body_limit = 1 << 20;          // limits.body_bytes (413 past it)
   std::size_t header_limit = 16 * 1024;      // limits.header_bytes
   unsigned header_timeout_s = 10;            // limits.header_timeout_s (read deadline of a request)

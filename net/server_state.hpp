@@ -13,7 +13,9 @@
 
 #include "actors/node.hpp"
 #include "net/browser_headers.hpp"
+#include "net/audit_log.hpp"
 #include "net/io_pool.hpp"
+#include "net/jwt_keys.hpp"
 #include "net/net_counters.hpp"
 #include "net/rate_limiter.hpp"
 #include "net/refusals.hpp"
@@ -28,6 +30,8 @@ class server_state {
       : settings_(std::move(settings)),
         node_(n),
         browser_(settings_),
+        jwt_keys_(load_jwt_keys(settings_)),
+        audit_(settings_.audit_path, settings_.audit_failures_per_min),
         rate_connections_(spec_of(settings_.rate_connections), settings_.rate_max_keys),
         rate_runs_(spec_of(settings_.rate_runs), settings_.rate_max_keys),
         rate_events_(spec_of(settings_.rate_events), settings_.rate_max_keys),
@@ -55,6 +59,9 @@ class server_state {
   keyed_limiter& rate_events() noexcept { return rate_events_; }
   keyed_limiter& rate_messages() noexcept { return rate_messages_; }
   io_pool& pool() noexcept { return pool_; }
+  /// The token verification keys (read at start-up, immutable).
+  const jwt_key_set& jwt_keys() const noexcept { return *jwt_keys_; }
+  audit_log& audit() noexcept { return audit_; }
 
   /// The admin endpoints an embedding program added (written before start(), then read-only).
   std::map<std::string, admin_action, std::less<>>& admin_actions() noexcept { return admin_; }
@@ -102,6 +109,8 @@ class server_state {
     return rate_spec{static_cast<double>(r.per_s), static_cast<double>(r.burst)};
   }
 
+  std::shared_ptr<const jwt_key_set> jwt_keys_;
+  audit_log audit_;
   net_counters counters_;
   net::refusals refusals_;
   ip_connections per_ip_;

@@ -17,6 +17,12 @@ namespace {
 
 constexpr std::chrono::seconds linger_timeout{2};
 
+int64_t token_deadline_ms(int64_t exp, int64_t leeway_s) {
+  using namespace std::chrono;
+  return token_ms_left(exp, leeway_s,
+                       duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
+
 frame_ptr control_frame(std::string bytes) {
   auto f = std::make_shared<frame>();
   f->bytes = std::move(bytes);
@@ -257,11 +263,18 @@ void sse_session::on_read(beast::error_code ec, std::size_t) {
   do_read();
 }
 
+// The heartbeat timer also waits for the token's expiry (one timer per stream).
 void sse_session::arm_heartbeat() {
   const auto period = std::chrono::seconds(std::max(1u, state_->settings().sse_heartbeat_s));
   auto at = last_write_ + period;
   const auto now = std::chrono::steady_clock::now();
   if (at <= now) at = now + period;
+  if (req_.expires_at_s > 0) {
+    const auto left = token_deadline_ms(req_.expires_at_s, state_->settings().jwt_leeway_s);
+    // Compared before adding: a far `exp` must not overflow the time point.
+    if (left < std::chrono::duration_cast<std::chrono::milliseconds>(at - now).count())
+      at = now + std::chrono::milliseconds(std::max<int64_t>(left, 0));
+  }
   heartbeat_timer_.expires_at(at);
   heartbeat_timer_.async_wait(
       beast::bind_front_handler(&sse_session::on_heartbeat, shared_from_this()));
@@ -269,6 +282,15 @@ void sse_session::arm_heartbeat() {
 
 void sse_session::on_heartbeat(beast::error_code ec) {
   if (ec || phase_ != phase::streaming || closing_) return;
+  if (req_.expires_at_s > 0 &&
+      token_deadline_ms(req_.expires_at_s, state_->settings().jwt_leeway_s) <= 0) {
+    // No way to refresh a stream in-band: end it after what is queued; the EventSource
+    // reconnects with a fresh token and resumes from Last-Event-ID.
+    state_->counters().token_expiries.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("sse token_expired peer={} topic={} user={}", peer_, req_.topic, req_.who.sub);
+    closing_ = true;
+    return pump();
+  }
   const auto period = std::chrono::seconds(std::max(1u, state_->settings().sse_heartbeat_s));
   if (!writing_ && queue_.empty() && std::chrono::steady_clock::now() - last_write_ >= period) {
     queue_.push_control(heartbeat_frame());

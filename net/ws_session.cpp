@@ -9,6 +9,8 @@
 #include <random>
 #include <span>
 
+#include "protocols/room_access.hpp"
+
 namespace relay::net {
 
 namespace {
@@ -49,9 +51,10 @@ std::string new_session_id() {
   return id;
 }
 
-int64_t now_s() {
+int64_t token_deadline_ms(int64_t exp, int64_t leeway_s) {
   using namespace std::chrono;
-  return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+  return token_ms_left(exp, leeway_s,
+                       duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
 }
 
 }  // namespace
@@ -100,6 +103,7 @@ void ws_session::run() {
       ws::encode_hello(session_id_, state_->node().name(), state_->settings().ws_heartbeat_ms));
   spdlog::debug("ws open peer={} session={} user={}", peer_, session_id_, req_.who.sub);
   last_heard_ = std::chrono::steady_clock::now();
+  next_ping_ = last_heard_ + std::chrono::milliseconds(state_->settings().ws_heartbeat_ms);
   arm_heartbeat();
   process();  // the first frames may already be here; else this starts reading
 }
@@ -232,7 +236,16 @@ void ws_session::dispatch(ws::decoded_op&& d) {
       std::move(d.op));
 }
 
+bool ws_session::room_refused(std::string_view room, std::string_view ref) {
+  if (room_allowed(req_.rooms, room)) return false;
+  state_->counters().auth_forbidden.fetch_add(1, std::memory_order_relaxed);
+  send_error(ref, error{errc::forbidden, "the token's rooms claim does not include this room"});
+  return true;
+}
+
 void ws_session::op_subscribe(ws::subscribe&& op, std::string&& ref) {
+  if (op.topic.starts_with("room:") && room_refused(std::string_view{op.topic}.substr(5), ref))
+    return;
   subscribe_topic(std::move(op.topic), op.after, std::move(ref), sub_kind::subscribe);
 }
 
@@ -256,6 +269,7 @@ bool ws_session::subscription_limit_reached(std::string_view ref) {
 }
 
 void ws_session::op_join(ws::join&& op, std::string&& ref) {
+  if (room_refused(op.room, ref)) return;
   if (std::find(joined_.begin(), joined_.end(), op.room) != joined_.end())
     return send_error(ref, error{errc::conflict, "already joined " + op.room});
   if (joined_.size() >= state_->settings().ws_max_rooms) {
@@ -296,6 +310,7 @@ void ws_session::op_leave(ws::leave&& op, std::string&& ref) {
 }
 
 void ws_session::op_send(ws::send&& op, std::string&& ref) {
+  if (room_refused(op.room, ref)) return;
   // Refused ops answer `error` (rate_limited) and leave the connection open.
   if (auto r = state_->take(state_->rate_messages(), refusal::rate_messages, req_.who.sub, 1))
     return send_error(ref, r->first);
@@ -311,6 +326,11 @@ void ws_session::op_publish(ws::publish&& op, std::string&& ref) {
   if (auto r = state_->take(state_->rate_events(), refusal::rate_events, req_.who.sub, 1))
     return send_error(ref, r->first);
   auto id = op.topic.substr(4);  // the decoder accepts run topics only
+  if (at_least(req_.who.who, role::service) && state_->audit().first_append(req_.who.sub, id))
+    state_->audit().record("run.append", {{"sub", req_.who.sub},
+                                          {"role", to_string(req_.who.who)},
+                                          {"run", id},
+                                          {"ip", peer_ip(peer_)}});
   std::vector<event_input> events;
   events.push_back(event_input{std::move(op.type), std::move(op.data)});
   state_->node().append(req_.who, std::move(id), std::move(events),
@@ -321,14 +341,20 @@ void ws_session::op_publish(ws::publish&& op, std::string&& ref) {
 }
 
 // A fresh token for the same subject extends the connection past the first token's expiry
-// (the role may change with it).
+// (the role and the rooms claim change with it; they rule the ops that follow). The pending
+// heartbeat wait notices the new expiry when it fires: nothing is re-armed here.
 void ws_session::op_auth(ws::auth&& op, std::string&& ref) {
-  auto c = api{*state_}.verify_token(op.token);
-  if (!c) return send_error(ref, c.err());
+  api a{*state_};
+  auto c = a.verify_token(op.token);
+  if (!c) {
+    a.auth_failed(peer_, c.err());
+    return send_error(ref, c.err());
+  }
   if (c->sub != req_.who.sub)
     return send_error(ref, error{errc::forbidden, "the token is for another subject"});
   req_.who.who = c->who;
   req_.expires_at_s = c->exp;
+  req_.rooms = std::move(c->rooms);
   send_text(ws::encode_ack_plain(ref));
 }
 
@@ -583,8 +609,19 @@ void ws_session::on_write(beast::error_code ec, std::size_t n) {
   pump();
 }
 
+// One timer per connection serves the ping interval and the token's expiry: it waits for
+// whichever comes first. An `auth` op that extends the expiry needs no re-arm: the wait ends at
+// the old expiry, finds the new one and waits again.
 void ws_session::arm_heartbeat() {
-  heartbeat_timer_.expires_after(std::chrono::milliseconds(state_->settings().ws_heartbeat_ms));
+  auto at = next_ping_;
+  if (req_.expires_at_s > 0) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto left = token_deadline_ms(req_.expires_at_s, state_->settings().jwt_leeway_s);
+    // Compared before adding: a far `exp` must not overflow the time point.
+    if (left < std::chrono::duration_cast<std::chrono::milliseconds>(at - now).count())
+      at = now + std::chrono::milliseconds(std::max<int64_t>(left, 0));
+  }
+  heartbeat_timer_.expires_at(at);
   heartbeat_timer_.async_wait(
       beast::bind_front_handler(&ws_session::on_heartbeat, shared_from_this()));
 }
@@ -592,17 +629,25 @@ void ws_session::arm_heartbeat() {
 void ws_session::on_heartbeat(beast::error_code ec) {
   if (ec || phase_ != phase::open) return;
   const auto& cfg = state_->settings();
-  const auto silent = std::chrono::steady_clock::now() - last_heard_;
-  if (silent >= std::chrono::milliseconds(cfg.ws_timeout_ms)) {
-    state_->refusals().refuse(
-        refusal::ws_timeout, address_of(peer_),
-        fmt::format("silent_ms={}",
-                    std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()));
-    return begin_close(ws::close_code::going_away, "heartbeat timeout", false);
-  }
-  if (req_.expires_at_s > 0 && now_s() > req_.expires_at_s + cfg.jwt_leeway_s)
+  if (req_.expires_at_s > 0 && token_deadline_ms(req_.expires_at_s, cfg.jwt_leeway_s) <= 0) {
+    state_->counters().token_expiries.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("ws token_expired peer={} session={} user={}", peer_, session_id_, req_.who.sub);
+    send_error({}, error{errc::unauthorized, "token expired"});
     return begin_close(ws::close_code::policy, "token expired (send auth with a fresh one)", true);
-  send_control(ping_frame());
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_ping_) {
+    const auto silent = now - last_heard_;
+    if (silent >= std::chrono::milliseconds(cfg.ws_timeout_ms)) {
+      state_->refusals().refuse(
+          refusal::ws_timeout, address_of(peer_),
+          fmt::format("silent_ms={}",
+                      std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()));
+      return begin_close(ws::close_code::going_away, "heartbeat timeout", false);
+    }
+    send_control(ping_frame());
+    next_ping_ = now + std::chrono::milliseconds(cfg.ws_heartbeat_ms);
+  }
   arm_heartbeat();
 }
 

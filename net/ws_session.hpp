@@ -83,6 +83,8 @@ class ws_session : public sink, public stoppable, public std::enable_shared_from
   void op_send(ws::send&& op, std::string&& ref);
   void op_publish(ws::publish&& op, std::string&& ref);
   void op_auth(ws::auth&& op, std::string&& ref);
+  /// True (after answering `forbidden`) when the token's rooms claim excludes `room`.
+  bool room_refused(std::string_view room, std::string_view ref);
   void subscribe_topic(std::string topic, std::optional<uint64_t> after, std::string ref,
                        sub_kind kind);
   /// True (after answering an error) when the connection follows ws_max_subscriptions topics.
@@ -143,6 +145,7 @@ class ws_session : public sink, public stoppable, public std::enable_shared_from
   asio::steady_timer heartbeat_timer_;
   asio::steady_timer linger_timer_;
   std::chrono::steady_clock::time_point last_heard_;
+  std::chrono::steady_clock::time_point next_ping_;  // the heartbeat timer also waits for expiry
 
   unsigned inflight_ = 0;  // answers the current op still waits for (node calls, a subscribe)
   phase phase_ = phase::open;

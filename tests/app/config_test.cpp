@@ -58,6 +58,8 @@ TEST(config, every_documented_key_is_an_option) {
       "server.public_url",
       "auth.jwt_secret",
       "auth.leeway_s",
+      "auth.jwt_keys",
+      "auth.jwt_secret_enabled",
       "limits.body_bytes",
       "limits.header_bytes",
       "limits.header_timeout_s",
@@ -121,6 +123,8 @@ TEST(config, every_documented_key_is_an_option) {
       "rate.messages_per_s",
       "rate.messages_burst",
       "rate.max_keys",
+      "audit.path",
+      "audit.auth_failures_per_min",
       "log.level",
       "log.format",
   };
@@ -174,7 +178,34 @@ TEST(config, values_are_validated) {
   EXPECT_TRUE(set_option(cfg, "node.name", "has space"));
   EXPECT_TRUE(set_option(cfg, "log.level", "verbose"));
   EXPECT_TRUE(set_option(cfg, "no.such_key", "1"));
+  EXPECT_TRUE(set_option(cfg, "auth.jwt_keys", "k=ES256:/p"));
+  EXPECT_TRUE(set_option(cfg, "auth.jwt_keys", "a=RS256:/p, a=HS256:/q"));
+  EXPECT_TRUE(set_option(cfg, "auth.jwt_secret_enabled", "2"));
+  EXPECT_TRUE(set_option(cfg, "audit.auth_failures_per_min", "0"));
   EXPECT_EQ(cfg.server.port, 8080);  // failed sets leave the value alone
+}
+
+TEST(config, auth_keys_and_audit_options) {
+  app_config cfg;
+  EXPECT_TRUE(cfg.server.jwt_keys.empty());
+  EXPECT_TRUE(cfg.server.jwt_secret_enabled);
+  EXPECT_TRUE(cfg.server.audit_path.empty());  // the audit log is off by default
+  EXPECT_EQ(cfg.server.audit_failures_per_min, 10u);
+  EXPECT_FALSE(set_option(cfg, "auth.jwt_keys", "new=RS256:/etc/relay/new.pem, old=HS256:/k"));
+  EXPECT_EQ(cfg.server.jwt_keys, "new=RS256:/etc/relay/new.pem, old=HS256:/k");
+  EXPECT_FALSE(set_option(cfg, "audit.path", "/var/log/relay/audit.log"));
+  EXPECT_EQ(cfg.server.audit_path, "/var/log/relay/audit.log");
+  // Turning the shared secret off needs another key.
+  auto none = parse_config_text("auth.jwt_secret_enabled = 0\n", "relay.conf");
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.err().message.find("auth.jwt_keys"), std::string::npos) << none.err().message;
+  auto rs_only = parse_config_text(
+      "auth.jwt_secret_enabled = 0\nauth.jwt_keys = \"k=RS256:/etc/k.pem\"\n", "relay.conf");
+  ASSERT_TRUE(rs_only) << rs_only.err().message;
+  EXPECT_FALSE(rs_only->server.jwt_secret_enabled);
+  // Without the shared secret, the development secret is no longer a risk off loopback.
+  rs_only->server.host = "0.0.0.0";
+  EXPECT_FALSE(insecure_secret_warning(*rs_only));
 }
 
 TEST(config_file, keys_sections_comments_and_quotes) {

@@ -77,9 +77,10 @@ TEST(net_counters, every_counter_is_exported) {
   c.ws_sessions = 2;
   c.cors_refusals = 4;
   c.tls_handshake_failures = 5;
+  c.auth_failures = 4;
   std::vector<metric_sample> out;
   c.append_to(out);
-  ASSERT_EQ(out.size(), 13u);
+  ASSERT_EQ(out.size(), 16u);
   auto value_of = [&](std::string_view name, std::string_view type) -> std::optional<double> {
     for (const auto& s : out)
       if (s.name == name) {
@@ -95,6 +96,9 @@ TEST(net_counters, every_counter_is_exported) {
   EXPECT_EQ(value_of("relay_cors_refusals_total", "counter"), 4.0);
   EXPECT_EQ(value_of("relay_tls_handshakes_total", "counter"), 0.0);
   EXPECT_EQ(value_of("relay_tls_handshake_failures_total", "counter"), 5.0);
+  EXPECT_EQ(value_of("relay_auth_failures_total", "counter"), 4.0);
+  EXPECT_EQ(value_of("relay_auth_forbidden_total", "counter"), 0.0);
+  EXPECT_EQ(value_of("relay_token_expiries_total", "counter"), 0.0);
 }
 
 }  // namespace

@@ -376,7 +376,7 @@ TEST(jwt, sign_then_verify_round_trips) {
 }
 
 TEST(jwt, sign_writes_the_standard_header_and_claims) {
-  claims c{"bob", role::admin, now + 10, now + 5};
+  claims c{"bob", role::admin, now + 10, now + 5, std::nullopt};
   std::string token = sign_hs256(c, secret, now);
   std::size_t dot1 = token.find('.');
   std::size_t dot2 = token.rfind('.');
