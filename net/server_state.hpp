@@ -12,8 +12,8 @@
 #include <utility>
 
 #include "actors/node.hpp"
-#include "net/browser_headers.hpp"
 #include "net/audit_log.hpp"
+#include "net/browser_headers.hpp"
 #include "net/io_pool.hpp"
 #include "net/jwt_keys.hpp"
 #include "net/net_counters.hpp"
