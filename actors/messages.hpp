@@ -43,7 +43,8 @@
 //   (presence_atom, caller) → std::vector<presence_member>
 //   (check_atom) idle check: passivates after room_idle_s without members and edges
 //
-// storage (one per node, detached; group commit — see storage_actor.hpp):
+// storage (one per node: a front on the scheduler that collects, and a detached writer that
+// commits; group commit — see storage_actor.hpp):
 //   topic_events                      from a topic: its new events (the message the edges get)
 //   (persist_atom, storage::run_row)  from a run: its row at creation
 //   (persist_atom, storage::run_row, topic_events)  its row with its terminal event (one commit)
