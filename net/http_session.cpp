@@ -326,11 +326,7 @@ void http_session::refuse_origin(const char* what) {
   state_->counters().cors_refusals.fetch_add(1, std::memory_order_relaxed);
   // At most one line a minute for all refusals: a hostile page must not fill the log.
   static std::atomic<int64_t> last_log_s{0};
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::steady_clock::now().time_since_epoch())
-                       .count();
-  auto last = last_log_s.load(std::memory_order_relaxed);
-  if (now - last >= 60 && last_log_s.compare_exchange_strong(last, now))
+  if (once_a_minute(last_log_s))
     spdlog::info(
         "cors refused {} peer={} (logged at most once a minute; see "
         "relay_cors_refusals_total)",

@@ -115,4 +115,13 @@ std::size_t ip_connections::addresses() const {
   return n;
 }
 
+bool once_a_minute(std::atomic<int64_t>& last_s) noexcept {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count();
+  auto last = last_s.load(std::memory_order_relaxed);
+  return now - last >= refusals::log_interval.count() &&
+         last_s.compare_exchange_strong(last, now, std::memory_order_relaxed);
+}
+
 }  // namespace relay::net

@@ -44,6 +44,11 @@ inline std::string_view address_of(std::string_view peer) noexcept {
   return colon == std::string_view::npos ? peer : peer.substr(0, colon);
 }
 
+/// True at most once per refusals::log_interval for one `last_s` (the steady clock's second of the
+/// last true): the log throttle of refusals whose offenders are not worth a table entry (CORS,
+/// TLS handshakes), where one line a minute for all of them is enough.
+bool once_a_minute(std::atomic<int64_t>& last_s) noexcept;
+
 /// The label value, e.g. "rate_events".
 std::string_view to_string(refusal r) noexcept;
 

@@ -10,6 +10,7 @@
 #include <boost/beast/core/bind_handler.hpp>
 
 #include "net/http_session.hpp"
+#include "net/refusals.hpp"
 
 namespace relay::net {
 
@@ -29,11 +30,7 @@ std::string peer_of(const tcp::socket& socket) {
 // relay_tls_handshake_failures_total counts every one.
 void log_handshake_failure(const std::string& peer, const beast::error_code& ec) {
   static std::atomic<int64_t> last_log_s{0};
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::steady_clock::now().time_since_epoch())
-                       .count();
-  auto last = last_log_s.load(std::memory_order_relaxed);
-  if (now - last >= 60 && last_log_s.compare_exchange_strong(last, now))
+  if (once_a_minute(last_log_s))
     spdlog::info(
         "tls handshake failed peer={} error={} (logged at most once a minute; see "
         "relay_tls_handshake_failures_total)",

@@ -111,4 +111,15 @@ result<bool> next_block_event(std::string_view& body, event& out) {
   return true;
 }
 
+bool take_after(std::vector<event>& block, uint64_t& last, std::vector<event>& out,
+                std::size_t limit) {
+  for (auto& e : block) {
+    if (e.seq <= last) continue;
+    last = e.seq;
+    out.push_back(std::move(e));
+    if (out.size() == limit) return false;
+  }
+  return true;
+}
+
 }  // namespace relay::storage

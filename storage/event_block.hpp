@@ -60,6 +60,12 @@ std::string encode_block(const std::vector<topic_event>& events, block_span span
 /// The encoding of one event (what encode_block appends per event).
 void append_block_event(std::string& out, const event& e);
 
+/// Moves the events of a decoded `block` with seq > `last` to `out`, advancing `last`, until `out`
+/// holds `limit`: false once it does (the block reader stops there). Blocks never overlap; the seq
+/// check is a defence against a damaged store, not a need. Shared by the backends' events_after.
+bool take_after(std::vector<event>& block, uint64_t& last, std::vector<event>& out,
+                std::size_t limit);
+
 /// Reads the next event of a block body into `out` and advances `body` past it: true when an event
 /// was read, false at the end of the body, error (internal) when the body is not well-formed.
 result<bool> next_block_event(std::string_view& body, event& out);

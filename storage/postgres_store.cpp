@@ -989,13 +989,7 @@ class postgres_store final : public store {
                       answer::binary);
         if (!r) return r.err();
         auto more = blocks.read(r->get(), [&](std::vector<event>& block) {
-          for (auto& e : block) {
-            if (e.seq <= last) continue;
-            last = e.seq;
-            out.push_back(std::move(e));
-            if (out.size() == limit) return false;
-          }
-          return true;
+          return take_after(block, last, out, limit);
         });
         if (!more) return more.err();
         if (!*more || static_cast<uint64_t>(PQntuples(r->get())) < page) return out;

@@ -521,16 +521,9 @@ class sqlite_store final : public store {
     std::vector<event> out;
     out.reserve(std::min<std::size_t>(limit, 256));  // the limit may be far above what is stored
     uint64_t last = after;  // blocks never overlap; skipping seq <= last is a defence, not a need
-    auto e = read_blocks(q::events_after, topic, to_db(lower), to_db(after),
-                         [&](std::vector<event>& block) {
-                           for (auto& ev : block) {
-                             if (ev.seq <= last) continue;
-                             last = ev.seq;
-                             out.push_back(std::move(ev));
-                             if (out.size() == limit) return false;
-                           }
-                           return true;
-                         });
+    auto e =
+        read_blocks(q::events_after, topic, to_db(lower), to_db(after),
+                    [&](std::vector<event>& block) { return take_after(block, last, out, limit); });
     if (e) return *e;
     return out;
   }

@@ -129,3 +129,30 @@ TEST(event_block, uncovered_keeps_exactly_the_seqs_no_stored_range_holds) {
 
 }  // namespace
 }  // namespace relay::storage
+
+namespace relay::storage {
+namespace {
+
+TEST(event_block_reads, take_after_keeps_what_follows_last_and_stops_at_the_limit) {
+  auto block_of = [](uint64_t from, uint64_t to) {
+    std::vector<event> b;
+    for (uint64_t s = from; s <= to; ++s) b.push_back(event{s, "delta", "null", 1});
+    return b;
+  };
+  std::vector<event> out;
+  uint64_t last = 4;
+  auto first = block_of(3, 6);  // 3 and 4 were read before (an overlap a damaged store could have)
+  EXPECT_TRUE(take_after(first, last, out, 3));
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].seq, 5u);
+  EXPECT_EQ(out[1].seq, 6u);
+  EXPECT_EQ(last, 6u);
+  auto second = block_of(7, 9);
+  EXPECT_FALSE(take_after(second, last, out, 3));  // the limit is reached at 7: the reader stops
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[2].seq, 7u);
+  EXPECT_EQ(last, 7u);
+}
+
+}  // namespace
+}  // namespace relay::storage
