@@ -35,7 +35,9 @@ namespace {
 /// Long-lived actors through which sessions (threads outside CAF) make requests. A short-lived
 /// actor per request would cost a spawn and, when it ends, a wake-up of CAF's clock thread
 /// (local_actor::cleanup cancels the actor's timeouts there): a context switch per request.
-caf::behavior bridge_actor(caf::event_based_actor* self) {
+/// `index` only numbers them: CAF 0.17 binds a null tuple for a spawn without arguments (a UBSan
+/// finding in caf/detail/init_fun_factory.hpp), so every spawn here passes one.
+caf::behavior bridge_actor(caf::event_based_actor* self, std::size_t /*index*/) {
   return {[self](bridge_job& job) { job.run(self); }};
 }
 
@@ -79,7 +81,7 @@ struct node::impl {
     const std::size_t threads = settings.scheduler_threads ? settings.scheduler_threads
                                                            : std::thread::hardware_concurrency();
     for (std::size_t i = 0; i < std::max<std::size_t>(2, threads); ++i)
-      bridges.push_back(system->spawn(bridge_actor));
+      bridges.push_back(system->spawn(bridge_actor, i));
     spdlog::info(
         "node started name={} scheduler_threads={} ring_capacity={} storage={} durability={}",
         settings.name, system->scheduler().num_workers(), settings.ring_capacity, backend(),
