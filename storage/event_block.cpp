@@ -122,4 +122,15 @@ bool take_after(std::vector<event>& block, uint64_t& last, std::vector<event>& o
   return true;
 }
 
+bool take_before(std::vector<event>& block, uint64_t& lowest, std::vector<event>& newest_first,
+                 std::size_t limit) {
+  for (auto it = block.rbegin(); it != block.rend(); ++it) {
+    if (it->seq >= lowest) continue;
+    lowest = it->seq;
+    newest_first.push_back(std::move(*it));
+    if (newest_first.size() == limit) return false;
+  }
+  return true;
+}
+
 }  // namespace relay::storage

@@ -66,6 +66,11 @@ void append_block_event(std::string& out, const event& e);
 bool take_after(std::vector<event>& block, uint64_t& last, std::vector<event>& out,
                 std::size_t limit);
 
+/// The same backwards, for pages read newest first: moves the events of `block` with seq <
+/// `lowest` to `newest_first`, newest first, lowering `lowest`, until it holds `limit`.
+bool take_before(std::vector<event>& block, uint64_t& lowest, std::vector<event>& newest_first,
+                 std::size_t limit);
+
 /// Reads the next event of a block body into `out` and advances `body` past it: true when an event
 /// was read, false at the end of the body, error (internal) when the body is not well-formed.
 result<bool> next_block_event(std::string_view& body, event& out);

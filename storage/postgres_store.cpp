@@ -1018,13 +1018,7 @@ class postgres_store final : public store {
         if (!r) return r.err();
         // Blocks newest first, each one's events taken backwards.
         auto more = blocks.read(r->get(), [&](std::vector<event>& block) {
-          for (auto it = block.rbegin(); it != block.rend(); ++it) {
-            if (it->seq >= lowest) continue;
-            lowest = it->seq;
-            newest_first.push_back(std::move(*it));
-            if (newest_first.size() == limit) return false;
-          }
-          return true;
+          return take_before(block, lowest, newest_first, limit);
         });
         if (!more) return more.err();
         if (!*more || static_cast<uint64_t>(PQntuples(r->get())) < page ||

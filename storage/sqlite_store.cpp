@@ -535,16 +535,9 @@ class sqlite_store final : public store {
     const uint64_t bound = before_seq == 0 ? max_stored_seq : before_seq - 1;
     std::vector<event> newest_first;
     uint64_t lowest = bound + 1;
-    auto e = read_blocks(q::events_before, topic, to_db(bound), std::nullopt,
-                         [&](std::vector<event>& block) {
-                           for (auto it = block.rbegin(); it != block.rend(); ++it) {
-                             if (it->seq >= lowest) continue;
-                             lowest = it->seq;
-                             newest_first.push_back(std::move(*it));
-                             if (newest_first.size() == limit) return false;
-                           }
-                           return true;
-                         });
+    auto e = read_blocks(
+        q::events_before, topic, to_db(bound), std::nullopt,
+        [&](std::vector<event>& block) { return take_before(block, lowest, newest_first, limit); });
     if (e) return *e;
     std::reverse(newest_first.begin(), newest_first.end());
     return newest_first;

@@ -127,6 +127,18 @@ TEST(event_block, uncovered_keeps_exactly_the_seqs_no_stored_range_holds) {
             (std::vector<std::pair<std::size_t, std::size_t>>{{5, 6}}));
 }
 
+TEST(event_block_reads, take_before_goes_backwards_below_lowest_and_stops_at_the_limit) {
+  std::vector<event> block;
+  for (uint64_t s = 5; s <= 9; ++s) block.push_back(event{s, "delta", "null", 1});
+  std::vector<event> out;
+  uint64_t lowest = 8;  // 8 and 9 were read before
+  EXPECT_FALSE(take_before(block, lowest, out, 2));
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].seq, 7u);
+  EXPECT_EQ(out[1].seq, 6u);
+  EXPECT_EQ(lowest, 6u);
+}
+
 }  // namespace
 }  // namespace relay::storage
 
