@@ -59,6 +59,16 @@ class node_config : public caf::actor_system_config {
     // A flooding topic yields its worker after this many messages, so one busy actor never
     // holds a scheduler thread for long (CAF's default is unlimited).
     set("scheduler.max-throughput", size_t{256});
+    // An idle worker of CAF 0.17's work-stealing scheduler polls its queue before it waits on its
+    // condition variable: 100 polls in a spin, then 500 with a 50 µs sleep between them, 25 ms in
+    // all. Under a steady load below saturation (an event every few ms) the workers never get to
+    // wait and burn the CPU the Asio threads need: the SSE bench's 1 000 events/s × 100 subscribers
+    // used 9.3 µs per delivery with CAF's polling and 6.3 µs without, and its p99 fell from 22 ms
+    // to 1.6 ms (bench/RESULTS.md). Waiting at once costs a futex wake per message that finds the
+    // worker asleep, which the flood figures show is cheaper than the polling.
+    const auto polls = static_cast<size_t>(s.scheduler_poll);
+    set("work-stealing.aggressive-poll-attempts", polls);
+    set("work-stealing.moderate-poll-attempts", polls);
   }
 };
 

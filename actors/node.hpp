@@ -60,6 +60,7 @@ struct storage_settings {
 struct node_settings {
   std::string name = "relay-1";      // node.name
   unsigned scheduler_threads = 0;    // node.scheduler_threads (0: hardware concurrency)
+  unsigned scheduler_poll = 0;       // node.scheduler_poll: queue polls before an idle worker waits
   std::size_t ring_capacity = 2000;  // runs.ring_capacity
   run_limits limits;                 // runs.* bounds and defaults
   unsigned restart_max = 3;          // supervisor.restart_max: restarts allowed ...

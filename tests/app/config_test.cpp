@@ -87,6 +87,7 @@ TEST(config, every_documented_key_is_an_option) {
       "tls.hsts_max_age_s",
       "node.name",
       "node.scheduler_threads",
+      "node.scheduler_poll",
       "runs.ring_capacity",
       "runs.inactivity_s",
       "runs.max_inactivity_s",
