@@ -1,6 +1,7 @@
 #pragma once
 // Accepts connections and hands each to an http_session on the next Asio context (round robin),
-// or, on the TLS listener, to a tls_tunnel that hands it to one after the handshake.
+// or, on the TLS listener, to a tls_tunnel that hands it to one after the handshake. The server
+// runs its listeners on an accept thread of their own, apart from that pool (net/server.cpp).
 
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
