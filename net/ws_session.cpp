@@ -251,10 +251,7 @@ void ws_session::op_subscribe(ws::subscribe&& op, std::string&& ref) {
 
 void ws_session::op_unsubscribe(ws::unsubscribe&& op, std::string&& ref) {
   // Idempotent: a subscription the topic already ended (a finished run) answers ack as well.
-  if (auto* s = find_topic(op.topic)) {
-    state_->node().unsubscribe(s->id);
-    erase(s->id);
-  }
+  unfollow(op.topic);
   send_text(ws::encode_ack_plain(ref));
 }
 
@@ -298,14 +295,8 @@ void ws_session::op_join(ws::join&& op, std::string&& ref) {
 }
 
 void ws_session::op_leave(ws::leave&& op, std::string&& ref) {
-  if (auto it = std::find(joined_.begin(), joined_.end(), op.room); it != joined_.end()) {
-    joined_.erase(it);
-    state_->node().leave(req_.who, op.room, session_id_, [](result<uint32_t>) {});
-  }
-  if (auto* s = find_topic("room:" + op.room)) {
-    state_->node().unsubscribe(s->id);
-    erase(s->id);
-  }
+  leave_room(op.room);
+  unfollow("room:" + op.room);
   send_text(ws::encode_ack_plain(ref));
 }
 
@@ -340,9 +331,10 @@ void ws_session::op_publish(ws::publish&& op, std::string&& ref) {
                         }));
 }
 
-// A fresh token for the same subject extends the connection past the first token's expiry
-// (the role and the rooms claim change with it; they rule the ops that follow). The pending
-// heartbeat wait notices the new expiry when it fires: nothing is re-armed here.
+// A fresh token for the same subject extends the connection past the first token's expiry.
+// The role and the rooms claim change with it: they rule the ops that follow, and rooms the new
+// claim excludes are left at once (drop_rooms_outside_claim). The pending heartbeat wait notices
+// the new expiry when it fires: nothing is re-armed here.
 void ws_session::op_auth(ws::auth&& op, std::string&& ref) {
   api a{*state_};
   auto c = a.verify_token(op.token);
@@ -356,6 +348,33 @@ void ws_session::op_auth(ws::auth&& op, std::string&& ref) {
   req_.expires_at_s = c->exp;
   req_.rooms = std::move(c->rooms);
   send_text(ws::encode_ack_plain(ref));
+  drop_rooms_outside_claim();
+}
+
+// A narrower token must not keep reading what it could no longer join: each room it excludes is
+// left (presence) and unfollowed, and the client is told with an `error` op (`forbidden`, no
+// `ref`) naming the room's topic, after the `auth` ack. No op is in flight here (process() holds
+// ops while one is), so no join can land behind this.
+void ws_session::drop_rooms_outside_claim() {
+  std::vector<std::string> rooms;
+  auto note = [&](std::string_view room) {
+    if (!room_allowed(req_.rooms, room) &&
+        std::find(rooms.begin(), rooms.end(), room) == rooms.end())
+      rooms.emplace_back(room);
+  };
+  for (const auto& room : joined_) note(room);
+  for (const auto& s : subs_)
+    if (s.topic.starts_with("room:")) note(std::string_view{s.topic}.substr(5));
+  for (const auto& room : rooms) {
+    leave_room(room);
+    const auto topic = "room:" + room;
+    unfollow(topic);
+    state_->counters().auth_forbidden.fetch_add(1, std::memory_order_relaxed);
+    send_topic_error({}, topic,
+                     error{errc::forbidden,
+                           "the new token's rooms claim does not include this "
+                           "room: it was left and unsubscribed"});
+  }
 }
 
 void ws_session::subscribe_topic(std::string topic, std::optional<uint64_t> after, std::string ref,
@@ -386,6 +405,13 @@ void ws_session::leave_room(const std::string& room) {
   if (it == joined_.end()) return;
   joined_.erase(it);
   state_->node().leave(req_.who, room, session_id_, [](result<uint32_t>) {});
+}
+
+void ws_session::unfollow(const std::string& topic) {
+  if (auto* s = find_topic(topic)) {
+    state_->node().unsubscribe(s->id);
+    erase(s->id);
+  }
 }
 
 template <class T, class Done>

@@ -85,11 +85,15 @@ class ws_session : public sink, public stoppable, public std::enable_shared_from
   void op_auth(ws::auth&& op, std::string&& ref);
   /// True (after answering `forbidden`) when the token's rooms claim excludes `room`.
   bool room_refused(std::string_view room, std::string_view ref);
+  /// After an `auth` op: leaves and unfollows every room the new rooms claim excludes.
+  void drop_rooms_outside_claim();
   void subscribe_topic(std::string topic, std::optional<uint64_t> after, std::string ref,
                        sub_kind kind);
   /// True (after answering an error) when the connection follows ws_max_subscriptions topics.
   bool subscription_limit_reached(std::string_view ref);
   void leave_room(const std::string& room);
+  /// Ends the subscription to `topic`, if there is one.
+  void unfollow(const std::string& topic);
   /// Runs `done(result)` on the session's thread for a node answer; holds later ops until then.
   template <class T, class Done>
   callback<T> on_session(Done done);

@@ -151,6 +151,52 @@ describe('auth depth', { timeout: 120_000 }, () => {
     }
   });
 
+  test('an auth op that narrows the rooms claim leaves and unfollows the rooms it no longer covers', async () => {
+    const wide = mintToken({ sub: 'erin', claims: { rooms: ['team-*', 'ops-*'] } });
+    const narrow = mintToken({ sub: 'erin', claims: { rooms: ['team-*'] } });
+    const frank = tokenFor('frank');
+    let erin, watcher;
+    try {
+      erin = await connect(srv.port, wide, { name: 'erin' });
+      watcher = await connect(srv.port, frank, { name: 'frank' });
+      await watcher.ok({ op: 'join', room: 'ops-x' });
+      await watcher.ok({ op: 'subscribe', topic: 'room:ops-y' });
+      await erin.ok({ op: 'join', room: 'team-x' });
+      await erin.ok({ op: 'join', room: 'ops-x' });
+      await erin.ok({ op: 'subscribe', topic: 'room:ops-y' });
+      await watcher.waitForMessage((m) => m.op === 'presence' && m.joined?.session_id === erin.sessionId,
+        { what: 'erin joined ops-x' });
+
+      assert.deepEqual(await erin.request({ op: 'auth', token: narrow, ref: 'narrow' }), { op: 'ack', ref: 'narrow' });
+      const dropped = await erin.waitFor((c) => (c.ops('error').length >= 2 ? c.ops('error') : null),
+        { what: 'an error op for each excluded room' });
+      assert.deepEqual(dropped.map((e) => e.topic).sort(), ['room:ops-x', 'room:ops-y']);
+      for (const e of dropped) {
+        assert.equal(wsErrorShape(e, { code: 'forbidden' }), null, JSON.stringify(e));
+        assert.equal(e.ref, undefined, 'unsolicited: no ref');
+      }
+      // Left (presence) and no longer followed; the room the claim still covers is untouched.
+      await watcher.waitForMessage((m) => m.op === 'presence' && m.room === 'ops-x' && m.left?.session_id === erin.sessionId,
+        { what: 'erin left ops-x' });
+      const members = await api(srv.url, 'GET', '/v1/rooms/ops-x/presence', { token: frank });
+      assert.ok(!JSON.stringify(members.json).includes(erin.sessionId), members.text);
+      for (const room of ['ops-x', 'ops-y', 'team-x']) {
+        assert.equal((await api(srv.url, 'POST', `/v1/rooms/${room}/messages`, { token: frank, body: { text: `after ${room}` } })).status, 202);
+      }
+      await watcher.waitFor((c) => c.events('room:ops-x').length && c.events('room:ops-y').length,
+        { what: 'frank to see both ops messages' });
+      await erin.waitFor((c) => c.events('room:team-x').some((m) => m.data?.text === 'after team-x'),
+        { what: 'erin to get the team-x message' });
+      assert.equal((await erin.ok({ op: 'ping' })).op, 'pong');
+      assert.deepEqual([erin.events('room:ops-x').length, erin.events('room:ops-y').length], [0, 0], erin.describe());
+      // Joining an excluded room again is refused; the allowed one still works.
+      assert.equal(wsErrorShape(await erin.request({ op: 'join', room: 'ops-x', ref: 'again' }), { code: 'forbidden', ref: 'again' }), null);
+      await erin.ok({ op: 'send', room: 'team-x', text: 'still here' });
+    } finally {
+      await closeAll([erin, watcher].filter(Boolean));
+    }
+  });
+
   test('token expiry: the WebSocket gets error + 1008 unless refreshed with auth; the SSE stream ends', async () => {
     // Heartbeats stay at 25 s: the close comes from the expiry timer, not the next ping.
     const short = mintToken({ sub: 'alice', ttlS: 1 });
