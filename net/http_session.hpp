@@ -23,7 +23,7 @@
 
 namespace relay::net {
 
-class http_session : public stoppable, public std::enable_shared_from_this<http_session> {
+class http_session final : public stoppable, public std::enable_shared_from_this<http_session> {
  public:
   /// A freshly accepted connection. `overloaded`: past max_connections, so its first request is
   /// answered 503 and the connection closed. `tls`: the socket is the inner end of a tls_tunnel

@@ -28,9 +28,9 @@
 
 namespace relay::net {
 
-class sse_session : public sink,
-                    public stoppable,
-                    public std::enable_shared_from_this<sse_session> {
+class sse_session final : public sink,
+                          public stoppable,
+                          public std::enable_shared_from_this<sse_session> {
  public:
   /// Buffers per gather-write; Asio hands at most 64 to one writev, so more gains nothing.
   static constexpr std::size_t max_write_buffers = 64;

@@ -34,7 +34,9 @@
 
 namespace relay::net {
 
-class ws_session : public sink, public stoppable, public std::enable_shared_from_this<ws_session> {
+class ws_session final : public sink,
+                         public stoppable,
+                         public std::enable_shared_from_this<ws_session> {
  public:
   static constexpr std::size_t max_write_buffers = 64;
 

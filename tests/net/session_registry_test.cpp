@@ -12,7 +12,7 @@
 namespace relay::net {
 namespace {
 
-struct fake_session : stoppable {
+struct fake_session final : stoppable {
   int graceful = 0;
   int forced = 0;
   void stop(bool force) override { (force ? forced : graceful) += 1; }
