@@ -5,6 +5,7 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/json.hpp>
 #include <chrono>
+#include <limits>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -109,7 +110,7 @@ void api::handle(request&& req, const session_ptr& s) {
     default:
       break;
   }
-  auto c = token_claims(req);
+  auto c = token_claims(req, &s->tokens());
   if (!c) {
     auth_failed(s->peer(), c.err());
     return s->reply(error_response(c.err()));
@@ -207,16 +208,31 @@ result<caller> api::authenticate(const request& req) const {
   return caller{std::move(c->sub), c->who};
 }
 
-result<claims> api::token_claims(const request& req) const {
+result<claims> api::token_claims(const request& req, token_cache* cache) const {
   std::optional<std::string> token;
   if (auto it = req.find(http::field::authorization); it != req.end())
     if (auto t = bearer_token(it->value())) token.emplace(*t);
   if (!token) token = query_param(req.target(), "access_token");
   if (!token || token->empty()) return error{errc::unauthorized, "missing bearer token"};
-  return verify_token(*token);
+  const auto leeway_s = state_.settings().jwt_leeway_s;
+  const auto now = now_s();
+  // exp + leeway, without overflow (exp comes from the token and may sit at INT64_MAX).
+  auto fresh = [&](const claims& c) {
+    return c.exp > std::numeric_limits<int64_t>::max() - leeway_s || now <= c.exp + leeway_s;
+  };
+  if (cache && !cache->token.empty() && cache->token == *token && fresh(cache->verified))
+    return cache->verified;
+  auto c = verify_jwt(*token, state_.jwt_keys(), now, leeway_s);
+  state_.counters().token_verifications.fetch_add(1, std::memory_order_relaxed);
+  if (cache && c) {
+    cache->token = std::move(*token);
+    cache->verified = *c;
+  }
+  return c;
 }
 
 result<claims> api::verify_token(std::string_view token) const {
+  state_.counters().token_verifications.fetch_add(1, std::memory_order_relaxed);
   return verify_jwt(token, state_.jwt_keys(), now_s(), state_.settings().jwt_leeway_s);
 }
 

@@ -48,6 +48,15 @@ struct ws_request {
 constexpr uint32_t default_history_limit = 50;
 constexpr uint32_t max_history_limit = 500;
 
+/// The last bearer token a connection presented, with its verified claims: a keep-alive client
+/// sends the same token on every request, and its signature (an RSA verify for RS256) is checked
+/// once per connection instead of once per request. Reused only for the same bytes and while
+/// `exp` (plus the leeway) is not past; anything else is verified in full.
+struct token_cache {
+  std::string token;
+  claims verified;
+};
+
 class api {
  public:
   explicit api(server_state& state) noexcept : state_(state) {}
@@ -71,8 +80,9 @@ class api {
   /// POST /v1/admin/<name>/<arg> for an action added with server::add_admin_action: answers it
   /// (401/403/the action's answer) and returns true; false when no such action exists.
   bool admin_action(const request& req, const std::shared_ptr<http_session>& s);
-  /// The claims of the request's token (header, else `access_token`).
-  result<claims> token_claims(const request& req) const;
+  /// The claims of the request's token (header, else `access_token`); `cache`: the connection's
+  /// last verified token (read and updated).
+  result<claims> token_claims(const request& req, token_cache* cache = nullptr) const;
   /// Answers a body that failed validation (counting too_large as a data_too_large refusal).
   void refuse_input(const error& e, const caller& who, const std::shared_ptr<http_session>& s);
   response health() const;

@@ -66,6 +66,8 @@ class http_session final : public stoppable, public std::enable_shared_from_this
   }
 
   const asio::any_io_executor& executor() const noexcept { return executor_; }
+  /// Session thread: the connection's last verified token (api::token_claims).
+  token_cache& tokens() noexcept { return tokens_; }
 
  private:
   void start();
@@ -113,6 +115,7 @@ class http_session final : public stoppable, public std::enable_shared_from_this
   bool handed_off_ = false;      // the socket now belongs to an sse_session or a ws_session
   bool tls_ = false;             // behind a tls_tunnel: answers carry HSTS
   cors_match cors_ = cors_none;  // the current request's Origin against http.cors_origins
+  token_cache tokens_;           // the last bearer token verified on this connection
 };
 
 }  // namespace relay::net

@@ -49,6 +49,10 @@ void net_counters::append_to(std::vector<metric_sample>& out) const {
   add(out, "relay_token_expiries_total",
       "WebSocket connections (1008) and SSE streams ended because their token expired.", "counter",
       token_expiries);
+  add(out, "relay_token_verifications_total",
+      "Bearer-token signatures checked; a keep-alive connection repeating its token is checked "
+      "once.",
+      "counter", token_verifications);
 }
 
 }  // namespace relay::net

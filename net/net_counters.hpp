@@ -32,6 +32,8 @@ struct net_counters {
   std::atomic<uint64_t> auth_failures{0};   // requests, upgrades, `auth` ops refused: 401
   std::atomic<uint64_t> auth_forbidden{0};  // refused by a token's rights (rooms claim, admin)
   std::atomic<uint64_t> token_expiries{0};  // live connections ended by their token's expiry
+  std::atomic<uint64_t> token_verifications{
+      0};  // signatures checked (not the per-connection reuse)
 
   /// Appends one sample per counter (relay_connections, relay_http_requests_total, ...).
   void append_to(std::vector<metric_sample>& out) const;

@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, generateKeyPairSync, sign } from 'node:crypto';
+import http from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -194,6 +195,46 @@ describe('auth depth', { timeout: 120_000 }, () => {
       await erin.ok({ op: 'send', room: 'team-x', text: 'still here' });
     } finally {
       await closeAll([erin, watcher].filter(Boolean));
+    }
+  });
+
+  test('a keep-alive connection has its repeated token verified once, and refused past its exp', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    // One GET on the agent's single socket: the status and whether the socket was reused.
+    const get = (token) => new Promise((resolve, reject) => {
+      const req = http.get(`${srv.url}/v1/runs?status=active`, { agent, headers: { authorization: `Bearer ${token}` }, timeout: 5_000 }, (res) => {
+        let body = '';
+        res.on('data', (d) => { body += d; });
+        res.on('end', () => resolve({ status: res.status ?? res.statusCode, reused: req.reusedSocket, body }));
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+    });
+    const verifications = async () => {
+      const m = await api(srv.url, 'GET', '/metrics');
+      return Number(/^relay_token_verifications_total (\d+)$/m.exec(m.text)[1]);
+    };
+    try {
+      const token = mintToken({ sub: 'gina', ttlS: 2 });
+      const before = await verifications();
+      const answers = [];
+      for (let i = 0; i < 10; i++) answers.push(await get(token));
+      assert.deepEqual(answers.map((a) => a.status), Array(10).fill(200));
+      assert.deepEqual(answers.slice(1).map((a) => a.reused), Array(9).fill(true), 'one connection');
+      assert.equal(await verifications() - before, 1, 'the signature is checked once per connection');
+      // Past exp, the same bytes on the same connection are refused like on a new one.
+      await waitUntil(() => Date.now() / 1000 > JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).exp + 1.2,
+        { timeoutMs: 5_000, what: 'the token to be past its expiry' });
+      const late = await get(token);
+      assert.equal(late.reused, true);
+      assert.equal(late.status, 401, late.body);
+      assert.match(JSON.parse(late.body).error.message, /expired/);
+      // Another token on the connection is verified in full (a forged one is refused).
+      const forged = await get(mintToken({ sub: 'gina', secret: 'not-the-secret' }));
+      assert.equal(forged.status, 401);
+      assert.equal((await get(mintToken({ sub: 'gina' }))).status, 200);
+    } finally {
+      agent.destroy();
     }
   });
 

@@ -80,7 +80,7 @@ TEST(net_counters, every_counter_is_exported) {
   c.auth_failures = 4;
   std::vector<metric_sample> out;
   c.append_to(out);
-  ASSERT_EQ(out.size(), 16u);
+  ASSERT_EQ(out.size(), 17u);
   auto value_of = [&](std::string_view name, std::string_view type) -> std::optional<double> {
     for (const auto& s : out)
       if (s.name == name) {
@@ -99,6 +99,7 @@ TEST(net_counters, every_counter_is_exported) {
   EXPECT_EQ(value_of("relay_auth_failures_total", "counter"), 4.0);
   EXPECT_EQ(value_of("relay_auth_forbidden_total", "counter"), 0.0);
   EXPECT_EQ(value_of("relay_token_expiries_total", "counter"), 0.0);
+  EXPECT_EQ(value_of("relay_token_verifications_total", "counter"), 0.0);
 }
 
 }  // namespace
