@@ -30,6 +30,25 @@ std::string peer_of(const tcp::socket& socket) {
 constexpr std::chrono::seconds linger_timeout{2};
 // Bytes read at once while waiting for the first byte of a request.
 constexpr std::size_t first_read_size = 4096;
+// Pipelined requests: at most this many answers, or bytes of answers, wait to share one write.
+constexpr std::size_t max_pending_answers = 32;
+constexpr std::size_t max_pending_bytes = 64 * 1024;
+
+/// Appends the HTTP/1.1 serialization of `res` to `out`.
+void serialize_into(std::string& out, response& res) {
+  http::serializer<false, http::string_body> sr{res};
+  beast::error_code ec;
+  do {
+    sr.next(ec, [&](beast::error_code&, const auto& buffers) {
+      std::size_t n = 0;
+      for (const auto b : beast::buffers_range_ref(buffers)) {
+        out.append(static_cast<const char*>(b.data()), b.size());
+        n += b.size();
+      }
+      sr.consume(n);
+    });
+  } while (!ec && !sr.is_done());
+}
 
 bool is_http_error(const beast::error_code& ec) {
   return ec.category() ==
@@ -99,7 +118,11 @@ void http_session::stop(bool force) {
 // one), which later bytes never move, so a client trickling a header cannot hold the connection;
 // the body by limits.body_timeout_s from the end of the head.
 void http_session::do_read() {
-  if (stopping_) return shutdown_gracefully();
+  if (stopping_) {
+    if (!pending_.empty())
+      return flush([self = shared_from_this()] { self->shutdown_gracefully(); });
+    return shutdown_gracefully();
+  }
   parser_.emplace();
   cors_ = cors_none;  // an answer to a malformed request gets no CORS headers
   parser_->header_limit(static_cast<std::uint32_t>(state_->settings().header_limit));
@@ -110,8 +133,21 @@ void http_session::do_read() {
     if (!first_request_)
       header_deadline_ = std::chrono::steady_clock::now() +
                          std::chrono::seconds(state_->settings().header_timeout_s);
+    if (!pending_.empty()) {
+      // Answers are waiting: handle the next request from the buffer if it is all there;
+      // before waiting for the socket, the answers go out (the client may wait for them).
+      switch (parse_buffered()) {
+        case parsed::complete:
+          return on_request();
+        case parsed::failed:
+          return;
+        case parsed::need_more:
+          return flush([self = shared_from_this()] { self->do_read_header(); });
+      }
+    }
     return do_read_header();
   }
+  if (!pending_.empty()) return flush([self = shared_from_this()] { self->do_read(); });
   const auto& s = state_->settings();
   if (first_request_)
     stream_.expires_at(header_deadline_);
@@ -138,6 +174,43 @@ void http_session::on_first_bytes(beast::error_code ec, std::size_t n) {
   do_read_header();
 }
 
+http_session::parsed http_session::parse_buffered() {
+  parser_->eager(true);
+  for (;;) {
+    beast::error_code ec;
+    const auto used = parser_->put(buffer_.data(), ec);
+    buffer_.consume(used);
+    if (ec == http::error::need_more) return parsed::need_more;
+    if (ec) {
+      on_read_error(ec);
+      return parsed::failed;
+    }
+    if (parser_->is_done()) return parsed::complete;
+    if (used == 0 || buffer_.size() == 0) return parsed::need_more;
+  }
+}
+
+template <class Next>
+void http_session::flush(Next next) {
+  busy_ = true;  // a graceful stop() waits for the write
+  stream_.expires_after(std::chrono::seconds(state_->settings().idle_timeout_s));
+  pending_answers_ = 0;
+  asio::async_write(stream_, asio::buffer(pending_),
+                    [self = shared_from_this(), next = std::move(next)](beast::error_code ec,
+                                                                        std::size_t n) mutable {
+                      self->busy_ = false;
+                      self->pending_.clear();
+                      auto& c = self->state_->counters();
+                      c.writes.fetch_add(1, std::memory_order_relaxed);
+                      c.bytes_out.fetch_add(n, std::memory_order_relaxed);
+                      if (ec) {
+                        self->fail(ec, "write");
+                        return self->close_now();
+                      }
+                      next();
+                    });
+}
+
 void http_session::do_read_header() {
   stream_.expires_at(header_deadline_);
   beast::http::async_read_header(
@@ -151,7 +224,9 @@ void http_session::on_read_header(beast::error_code ec, std::size_t) {
   reading_body_ = true;
   stream_.expires_after(std::chrono::seconds(state_->settings().body_timeout_s));
   const auto& req = parser_->get();
-  if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {
+  if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue") &&
+      pending_.empty()) {
+    // (With answers pending, the body was already on its way: flush() then reads it.)
     // curl and others wait for this before sending a large body.
     static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
     return asio::async_write(
@@ -239,10 +314,33 @@ void http_session::reply(response&& res) {
   // place that adds the security and CORS headers.
   state_->browser().apply(res, cors_, tls_);
   finalize(res, version_, keep_alive_ && !stopping_ && !overloaded_);
+  if (may_defer(res)) {
+    // The next request is already buffered: this answer waits to share a write with the next
+    // ones (in order), instead of a write per answer.
+    serialize_into(pending_, res);
+    ++pending_answers_;
+    busy_ = false;
+    return do_read();
+  }
   send(std::move(res));
 }
 
+bool http_session::may_defer(const response& res) const {
+  return buffer_.size() > 0 && !res.need_eof() && !stopping_ &&
+         pending_answers_ + 1 < max_pending_answers &&
+         pending_.size() + res.body().size() < max_pending_bytes;
+}
+
 void http_session::send(response&& res) {
+  if (!pending_.empty()) {
+    // After pipelined answers: all of them and this one in one write.
+    const bool close = res.need_eof();
+    serialize_into(pending_, res);
+    return flush([self = shared_from_this(), close] {
+      if (close) return self->shutdown_gracefully();
+      self->do_read();
+    });
+  }
   res_.emplace(std::move(res));
   stream_.expires_after(std::chrono::seconds(state_->settings().idle_timeout_s));
   beast::http::async_write(stream_, *res_,
@@ -267,6 +365,13 @@ void http_session::on_write(beast::error_code ec, std::size_t n) {
 void http_session::start_stream(stream_request&& req) {
   if (!busy_ || closed_ || handed_off_) return;
   if (stopping_) return reply(error_response(errc::unavailable, "server is stopping"));
+  if (!pending_.empty()) {
+    // Answers to the requests before this one go first; the stream's head follows them.
+    return flush([self = shared_from_this(), req = std::move(req)]() mutable {
+      self->busy_ = true;
+      self->start_stream(std::move(req));
+    });
+  }
   busy_ = false;
   handed_off_ = true;
   stream_.expires_never();
@@ -285,6 +390,12 @@ void http_session::start_websocket(ws_request&& req) {
   if (cors_ == cors_refused) {
     refuse_origin("websocket");
     return reply(error_response(errc::forbidden, "origin not allowed"));
+  }
+  if (!pending_.empty()) {
+    return flush([self = shared_from_this(), req = std::move(req)]() mutable {
+      self->busy_ = true;
+      self->start_websocket(std::move(req));
+    });
   }
   busy_ = false;
   handed_off_ = true;

@@ -82,6 +82,15 @@ class http_session final : public stoppable, public std::enable_shared_from_this
   void answer_and_close(response&& res);
   void send(response&& res);
   void on_write(beast::error_code ec, std::size_t n);
+  /// Pipelining: whether `res` may wait in pending_ while the next request, already buffered,
+  /// is handled (see reply()).
+  bool may_defer(const response& res) const;
+  enum class parsed { complete, need_more, failed };
+  /// With answers pending: parses the next request from what is buffered, without reading.
+  parsed parse_buffered();
+  /// Writes pending_ (one write for every answer in it), then runs `next`.
+  template <class Next>
+  void flush(Next next);
   void shutdown_gracefully();
   void do_linger();
   void close_now();
@@ -97,6 +106,10 @@ class http_session final : public stoppable, public std::enable_shared_from_this
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<response> res_;  // the answer being written (alive until the write completes)
+  // Answers to pipelined requests not written yet, serialized in order: written together before
+  // the session waits for the socket, hands it over, or answers with a close.
+  std::string pending_;
+  std::size_t pending_answers_ = 0;
   connection_slot slot_;
   std::string peer_;
   std::array<char, 1024> discard_{};  // lingering close: what the client still sends is dropped
