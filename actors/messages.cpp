@@ -1,6 +1,8 @@
 // CAF 0.17's deserializer for std::vector<enum> (instantiated by add_message_type<finish_kind>)
 // trips a -Wmaybe-uninitialized false positive in g++ 12 -O2; the value is always read first.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 // Registration of the actor layer's message types, and the mapping of CAF errors to the contract.
 
