@@ -202,6 +202,23 @@ void sse_session::pump() {
     }
     return;
   }
+  if (!write_turn_) {
+    // The write goes to the back of the thread's queue: the drains and writes already waiting
+    // there (other streams' share of the same events) run first, and frames that reach this
+    // stream meanwhile join its write. Under a flood that is several frames per writev instead of
+    // one; when the thread is idle the queue is empty and the write follows at once.
+    if (!write_posted_) {
+      write_posted_ = true;
+      asio::post(executor_, [self = shared_from_this()] {
+        self->write_posted_ = false;
+        if (self->phase_ != phase::streaming) return;
+        self->write_turn_ = true;
+        self->on_drain();  // takes what arrived meanwhile, then pump() writes
+        self->write_turn_ = false;
+      });
+    }
+    return;
+  }
   do_write();
 }
 

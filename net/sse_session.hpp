@@ -97,7 +97,9 @@ class sse_session final : public sink,
   bool closing_ = false;  // flush what is queued, then shut down
   bool delay_armed_ = false;
   bool delay_done_ = false;
-  bool counted_ = false;  // counted in relay_sse_sessions
+  bool write_posted_ = false;  // a write waits at the back of the thread's queue (pump)
+  bool write_turn_ = false;    // ... and its turn has come: write now
+  bool counted_ = false;       // counted in relay_sse_sessions
 };
 
 }  // namespace relay::net
