@@ -1,6 +1,7 @@
 #include "net/listener.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -53,7 +54,7 @@ void listener::stop() {
 void listener::do_accept() {
   if (stopped_) return;
   // The new socket lives on the next context of the pool: its session runs on that thread.
-  acceptor_.async_accept(state_->pool().next_executor(),
+  acceptor_.async_accept(state_->pool().next_executor(), peer_,
                          beast::bind_front_handler(&listener::on_accept, shared_from_this()));
 }
 
@@ -76,9 +77,13 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
   connection_slot slot{state_->counters().connections};
   const auto& s = state_->settings();
   const bool overloaded = static_cast<std::size_t>(slot.count_at_open()) > s.max_connections;
-  beast::error_code opt_ec;
-  socket.set_option(tcp::no_delay(true), opt_ec);  // frames are small and latency matters
-  auto refused = admit(socket, slot);
+  // The address comes with accept(): no getpeername() per connection, refused ones included.
+  auto ip = peer_.address().to_string();
+  auto refused = admit(ip, slot);
+  if (!refused) {
+    beast::error_code opt_ec;
+    socket.set_option(tcp::no_delay(true), opt_ec);  // frames are small and latency matters
+  }
   if (overloaded) state_->refusals().refuse(refusal::connections, "*");
   if (refused && tls_) {
     // A refused TLS client gets no handshake (its 429 would need one): closed at once, counted.
@@ -90,7 +95,10 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
     std::make_shared<tls_tunnel>(std::move(socket), tls_, state_, std::move(slot), overloaded)
         ->run();
   } else {
-    std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded)->run();
+    auto peer = ip + ":" + std::to_string(peer_.port());
+    std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded, false,
+                                   std::move(peer))
+        ->run();
   }
   do_accept();
 }
@@ -98,14 +106,10 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
 // Per client address: the connection-attempt bucket and the open-connection count. A refused
 // connection is answered 429 at once by refuse_now, without reading its request: a flood from one
 // address costs one short-lived socket per attempt, not a session waiting for a request.
-std::optional<response> listener::admit(const tcp::socket& socket, connection_slot& slot) {
+std::optional<response> listener::admit(const std::string& ip, connection_slot& slot) {
   const auto& s = state_->settings();
   const bool per_ip = s.max_connections_per_ip > 0;
   if (!per_ip && !state_->rate_connections().enabled()) return std::nullopt;
-  beast::error_code ec;
-  const auto ep = socket.remote_endpoint(ec);
-  if (ec) return std::nullopt;  // already gone: the session finds out
-  auto ip = ep.address().to_string();
   auto t = state_->rate_connections().try_take(ip, 1, limiter_clock::now());
   if (!t.ok) {
     state_->refusals().refuse(refusal::rate_connections, ip);
@@ -130,15 +134,14 @@ void listener::refuse_now(tcp::socket& socket, response&& res) {
   std::ostringstream text;
   text << res;
   const auto bytes = text.str();
+  // One send() that never blocks (MSG_DONTWAIT: no fcntl to switch the socket's mode first).
+  const auto n =
+      ::send(socket.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  auto& c = state_->counters();
+  c.http_requests.fetch_add(1, std::memory_order_relaxed);
+  c.writes.fetch_add(1, std::memory_order_relaxed);
+  if (n > 0) c.bytes_out.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
   beast::error_code ec;
-  socket.non_blocking(true, ec);
-  if (!ec) {
-    const auto n = socket.write_some(asio::buffer(bytes), ec);
-    auto& c = state_->counters();
-    c.http_requests.fetch_add(1, std::memory_order_relaxed);
-    c.writes.fetch_add(1, std::memory_order_relaxed);
-    if (!ec) c.bytes_out.fetch_add(n, std::memory_order_relaxed);
-  }
   socket.shutdown(tcp::socket::shutdown_send, ec);
   socket.close(ec);
 }

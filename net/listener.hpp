@@ -35,7 +35,7 @@ class listener : public std::enable_shared_from_this<listener> {
   void do_accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
   /// The per-address checks of a new connection: the answer that refuses it, or none.
-  std::optional<response> admit(const tcp::socket& socket, connection_slot& slot);
+  std::optional<response> admit(const std::string& ip, connection_slot& slot);
   /// Answers `res` on the listener's thread and closes the socket (see admit).
   void refuse_now(tcp::socket& socket, response&& res);
 
@@ -43,6 +43,7 @@ class listener : public std::enable_shared_from_this<listener> {
   std::shared_ptr<asio::ssl::context> tls_;
   tcp::acceptor acceptor_;
   asio::steady_timer backoff_;  // out of file descriptors: retry accepting a little later
+  tcp::endpoint peer_;          // the accepted client's address, filled in by accept() itself
   uint16_t port_ = 0;
   bool stopped_ = false;
 };
