@@ -135,7 +135,8 @@ void http_session::do_read() {
                          std::chrono::seconds(state_->settings().header_timeout_s);
     if (!pending_.empty()) {
       // Answers are waiting: handle the next request from the buffer if it is all there;
-      // before waiting for the socket, the answers go out (the client may wait for them).
+      // before waiting for the socket, the answers go out (the client may wait for them). So
+      // the reads below never start with answers pending (nor does a 100 Continue go first).
       switch (parse_buffered()) {
         case parsed::complete:
           return on_request();
@@ -224,9 +225,7 @@ void http_session::on_read_header(beast::error_code ec, std::size_t) {
   reading_body_ = true;
   stream_.expires_after(std::chrono::seconds(state_->settings().body_timeout_s));
   const auto& req = parser_->get();
-  if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue") &&
-      pending_.empty()) {
-    // (With answers pending, the body was already on its way: flush() then reads it.)
+  if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {
     // curl and others wait for this before sending a large body.
     static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
     return asio::async_write(
