@@ -4,9 +4,8 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 
-import { errorShape, metricSum, rawRequest, startServer, tokenFor } from './lib/server.mjs';
+import { errorShape, metricSum, nodeRequest, rawRequest, startServer, tokenFor } from './lib/server.mjs';
 import { openSse } from './lib/sse.mjs';
 import { connect } from './lib/ws.mjs';
 
@@ -18,32 +17,7 @@ const MAX_AGE = 321;
 const alice = tokenFor('alice', 'user');
 
 /// One request over node:http (which, unlike fetch, sends Origin as given).
-/// Resolves {status, headers, text, json}.
-function request(port, method, path, { headers = {}, body, token } = {}) {
-  return new Promise((resolve, reject) => {
-    const h = { ...headers };
-    if (token) h.authorization = `Bearer ${token}`;
-    let payload;
-    if (body !== undefined) {
-      payload = typeof body === 'string' ? body : JSON.stringify(body);
-      h['content-type'] = 'application/json';
-      h['content-length'] = Buffer.byteLength(payload);
-    }
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers: h, agent: false, timeout: 5_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => {
-        let json;
-        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
-        resolve({ status: res.statusCode, headers: res.headers, text, json });
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer within 5 s`)));
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+const request = nodeRequest;
 
 /// The security headers every answer carries (`cache`: the expected Cache-Control).
 function assertSecurityHeaders(h, what, { cache = 'no-store' } = {}) {

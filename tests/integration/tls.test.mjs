@@ -16,7 +16,7 @@ import tls from 'node:tls';
 
 import WebSocket from 'ws';
 
-import { metricSum, startServer, tokenFor, waitUntil } from './lib/server.mjs';
+import { metricSum, nodeRequest, startServer, tokenFor, waitUntil } from './lib/server.mjs';
 import { openSse, range } from './lib/sse.mjs';
 import { WsClient } from './lib/ws.mjs';
 
@@ -43,31 +43,7 @@ function makeCertificate(d, name) {
 }
 
 /// One HTTPS request trusting only the test's certificate. Resolves {status, headers, text, json}.
-function httpsRequest(port, method, urlPath, { token, body, headers = {} } = {}) {
-  return new Promise((resolve, reject) => {
-    const h = { ...headers };
-    if (token) h.authorization = `Bearer ${token}`;
-    let payload;
-    if (body !== undefined) {
-      payload = JSON.stringify(body);
-      h['content-type'] = 'application/json';
-      h['content-length'] = Buffer.byteLength(payload);
-    }
-    const req = https.request({ host: '127.0.0.1', port, method, path: urlPath, headers: h, ca, agent: false, timeout: 5_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => {
-        let json;
-        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
-        resolve({ status: res.statusCode, headers: res.headers, text, json });
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`${method} ${urlPath}: no answer within 5 s`)));
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+const httpsRequest = (port, method, urlPath, opts = {}) => nodeRequest(port, method, urlPath, { ...opts, ca });
 
 /// Opens a TCP connection and resolves how it ended: {closedAfterMs, data} (bounded by timeoutMs).
 function rawTcp(port, bytes, { timeoutMs = 8_000 } = {}) {

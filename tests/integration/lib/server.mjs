@@ -12,6 +12,8 @@
 import { spawn, execFile } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -229,11 +231,41 @@ export async function api(base, method, urlPath, { token, body, headers = {}, ti
   return { status: res.status, headers: res.headers, text, json };
 }
 
+/// One request over node:http, or node:https trusting only `ca` when it is given (unlike fetch,
+/// it sends Origin and other headers as given), on a fresh connection. A string body is sent as
+/// it is, anything else as JSON. Resolves {status, headers, text, json}.
+export function nodeRequest(port, method, urlPath, { headers = {}, body, token, ca } = {}) {
+  return new Promise((resolve, reject) => {
+    const h = { ...headers };
+    if (token) h.authorization = `Bearer ${token}`;
+    let payload;
+    if (body !== undefined) {
+      payload = typeof body === 'string' ? body : JSON.stringify(body);
+      h['content-type'] = 'application/json';
+      h['content-length'] = Buffer.byteLength(payload);
+    }
+    const options = { host: '127.0.0.1', port, method, path: urlPath, headers: h, agent: false, timeout: 5_000 };
+    const req = (ca ? https : http).request(ca ? { ...options, ca } : options, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let json;
+        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+        resolve({ status: res.statusCode, headers: res.headers, text, json });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${urlPath}: no answer within 5 s`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 /// Sends raw bytes over a fresh TCP connection and reads one HTTP response (until Content-Length
 /// is satisfied, or the peer closes). Resolves {status, headers, body, raw, closed}.
-export function rawRequest(port, bytes, { timeoutMs = 5_000 } = {}) {
+export function rawRequest(port, bytes, { timeoutMs = 5_000, localAddress } = {}) {
   return new Promise((resolve, reject) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
+    const sock = net.connect({ host: '127.0.0.1', port, localAddress });
     let buf = Buffer.alloc(0);
     let done = false;
     const timer = setTimeout(() => finish(new Error(
