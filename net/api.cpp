@@ -209,23 +209,29 @@ result<caller> api::authenticate(const request& req) const {
 }
 
 result<claims> api::token_claims(const request& req, token_cache* cache) const {
-  std::optional<std::string> token;
+  // The header's token is a view into the request (no copy per request); only the query
+  // parameter needs decoding into a string of its own.
+  std::string_view token;
+  std::optional<std::string> decoded;
   if (auto it = req.find(http::field::authorization); it != req.end())
-    if (auto t = bearer_token(it->value())) token.emplace(*t);
-  if (!token) token = query_param(req.target(), "access_token");
-  if (!token || token->empty()) return error{errc::unauthorized, "missing bearer token"};
+    if (auto t = bearer_token(it->value())) token = *t;
+  if (token.empty()) {
+    decoded = query_param(req.target(), "access_token");
+    if (decoded) token = *decoded;
+  }
+  if (token.empty()) return error{errc::unauthorized, "missing bearer token"};
   const auto leeway_s = state_.settings().jwt_leeway_s;
   const auto now = now_s();
   // exp + leeway, without overflow (exp comes from the token and may sit at INT64_MAX).
   auto fresh = [&](const claims& c) {
     return c.exp > std::numeric_limits<int64_t>::max() - leeway_s || now <= c.exp + leeway_s;
   };
-  if (cache && !cache->token.empty() && cache->token == *token && fresh(cache->verified))
+  if (cache && !cache->token.empty() && cache->token == token && fresh(cache->verified))
     return cache->verified;
-  auto c = verify_jwt(*token, state_.jwt_keys(), now, leeway_s);
+  auto c = verify_jwt(token, state_.jwt_keys(), now, leeway_s);
   state_.counters().token_verifications.fetch_add(1, std::memory_order_relaxed);
   if (cache && c) {
-    cache->token = std::move(*token);
+    cache->token.assign(token);
     cache->verified = *c;
   }
   return c;
