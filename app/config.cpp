@@ -199,6 +199,12 @@ const std::vector<option>& options() {
              10'000'000,
              "Open connections per client address; past it 429 at once. 0 = off (behind a proxy "
              "every client has its address)."),
+      number("limits.shun_s", RELAY_FIELD(server.shun_s), 0, day_s,
+             "Seconds an address that ignores its 429s is shunned: the kernel drops its "
+             "connection attempts (a socket filter; Linux). 0 = off."),
+      number("limits.shun_after", RELAY_FIELD(server.shun_after), 1, 10'000'000,
+             "Refusals at accept (rate.connections_*, max_connections_per_ip) of one address "
+             "within about 10 s that shun it."),
       number("limits.body_timeout_s", RELAY_FIELD(server.body_timeout_s), 1, 3600,
              "Seconds a client has to send a request body once its head is in (no trickling)."),
       // sse

@@ -12,13 +12,15 @@
 #include <stdexcept>
 
 #include "net/http_session.hpp"
+#include "net/shunner.hpp"
 #include "net/tls_tunnel.hpp"
 
 namespace relay::net {
 
 listener::listener(asio::io_context& ioc, const tcp::endpoint& ep,
-                   std::shared_ptr<server_state> state, std::shared_ptr<asio::ssl::context> tls)
-    : state_(std::move(state)), tls_(std::move(tls)), acceptor_(ioc), backoff_(ioc) {
+                   std::shared_ptr<server_state> state, std::shared_ptr<asio::ssl::context> tls,
+                   shunner* shun)
+    : state_(std::move(state)), tls_(std::move(tls)), shun_(shun), acceptor_(ioc), backoff_(ioc) {
   beast::error_code ec;
   auto check = [&](const char* what) {
     if (ec)
@@ -35,6 +37,7 @@ listener::listener(asio::io_context& ioc, const tcp::endpoint& ep,
   check("listen on");
   port_ = acceptor_.local_endpoint(ec).port();
   check("read the port of");
+  if (shun_) shun_->watch(acceptor_.native_handle());
 }
 
 void listener::run() {
@@ -83,6 +86,9 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
   if (!refused) {
     beast::error_code opt_ec;
     socket.set_option(tcp::no_delay(true), opt_ec);  // frames are small and latency matters
+    if (shun_) shun_->clear_inherited(socket.native_handle());
+  } else if (shun_) {
+    shun_->refused(peer_.address(), ip);
   }
   if (overloaded) state_->refusals().refuse(refusal::connections, "*");
   if (refused && tls_) {

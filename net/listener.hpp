@@ -18,12 +18,16 @@ class context;
 
 namespace relay::net {
 
+class shunner;
+
 class listener : public std::enable_shared_from_this<listener> {
  public:
   /// Opens, binds and listens on `ep` (the acceptor runs on `ioc`). Throws std::runtime_error.
-  /// With `tls`, every connection is TLS (tls_tunnel).
+  /// With `tls`, every connection is TLS (tls_tunnel). `shun` (optional) is told of every
+  /// refusal at accept and filters this socket; it runs on `ioc` and outlives the listener's
+  /// handlers.
   listener(asio::io_context& ioc, const tcp::endpoint& ep, std::shared_ptr<server_state> state,
-           std::shared_ptr<asio::ssl::context> tls = nullptr);
+           std::shared_ptr<asio::ssl::context> tls = nullptr, shunner* shun = nullptr);
 
   uint16_t port() const noexcept { return port_; }
   /// Starts accepting (any thread).
@@ -41,6 +45,7 @@ class listener : public std::enable_shared_from_this<listener> {
 
   std::shared_ptr<server_state> state_;
   std::shared_ptr<asio::ssl::context> tls_;
+  shunner* shun_;
   tcp::acceptor acceptor_;
   asio::steady_timer backoff_;  // out of file descriptors: retry accepting a little later
   tcp::endpoint peer_;          // the accepted client's address, filled in by accept() itself

@@ -41,6 +41,8 @@ std::string_view to_string(refusal r) noexcept {
       return "rate_events";
     case refusal::rate_messages:
       return "rate_messages";
+    case refusal::shunned:
+      return "shunned";
     case refusal::count_:
       break;
   }

@@ -35,6 +35,7 @@ enum class refusal : uint8_t {
   rate_runs,           // 429 / `error` op: rate.runs_* (per user)
   rate_events,         // 429 / `error` op: rate.events_* (per user, counted in events)
   rate_messages,       // 429 / `error` op: rate.messages_* (per user)
+  shunned,             // an address shunned (limits.shun_*): counted once per shun
   count_               // not a reason
 };
 

@@ -16,6 +16,7 @@
 #include "net/io_pool.hpp"
 #include "net/listener.hpp"
 #include "net/server_state.hpp"
+#include "net/shunner.hpp"
 #include "net/tls_context.hpp"
 
 namespace relay {
@@ -53,6 +54,9 @@ struct server::impl {
   // priority, instead of queueing thousands of accept completions ahead of each delivery in the
   // one FIFO of a session thread (bench/RESULTS.md, hostile-client runs).
   net::io_pool accept_pool{1};
+  // Repeat offenders' connection attempts dropped by the kernel (limits.shun_*); on the accept
+  // thread, and destroyed before it (its timer's handler never outlives it).
+  std::unique_ptr<net::shunner> shunner;
   std::shared_ptr<net::listener> listener;
   std::shared_ptr<net::listener> tls_listener;  // only with tls.cert_path
   std::mutex mutex;                             // start/stop
@@ -76,8 +80,14 @@ void server::start() {
   auto address = net::asio::ip::make_address(cfg.host, ec);
   if (ec) throw std::runtime_error("invalid server.host '" + cfg.host + "': " + ec.message());
   auto& accept_context = impl_->accept_pool.context(0);
-  impl_->listener = std::make_shared<net::listener>(
-      accept_context, net::tcp::endpoint{address, cfg.port}, impl_->state);
+  if (cfg.shun_s > 0)
+    impl_->shunner = std::make_unique<net::shunner>(
+        accept_context,
+        net::shunner::options{std::chrono::seconds(cfg.shun_s), cfg.shun_after, cfg.rate_max_keys},
+        state.refusals(), state.counters().shunned_addresses);
+  impl_->listener =
+      std::make_shared<net::listener>(accept_context, net::tcp::endpoint{address, cfg.port},
+                                      impl_->state, nullptr, impl_->shunner.get());
   impl_->port = impl_->listener->port();
   if (!cfg.tls_cert_path.empty() || !cfg.tls_key_path.empty()) {
     // Certificate errors stop start-up here, before anything is served.
@@ -87,7 +97,7 @@ void server::start() {
     if (ec) throw std::runtime_error("invalid tls.host '" + tls_host + "': " + ec.message());
     impl_->tls_listener = std::make_shared<net::listener>(
         accept_context, net::tcp::endpoint{tls_address, cfg.tls_port}, impl_->state,
-        std::move(tls_context));
+        std::move(tls_context), impl_->shunner.get());
     impl_->tls_port = impl_->tls_listener->port();
     impl_->tls_listener->run();
     spdlog::info("https listening host={} port={}", tls_host, impl_->tls_port);
@@ -116,6 +126,10 @@ void server::stop() {
   if (!impl_->started || impl_->stopped) return;
   impl_->stopped = true;
   auto& state = *impl_->state;
+  // The shunner first: it forgets the listening sockets before they close (their descriptors
+  // may be reused) and its timer no longer holds the accept thread.
+  if (impl_->shunner)
+    net::asio::post(impl_->accept_pool.context(0), [s = impl_->shunner.get()] { s->stop(); });
   impl_->listener->stop();
   if (impl_->tls_listener) impl_->tls_listener->stop();
   // Closing the acceptors ends the accept thread's work: once it is joined, no session can be

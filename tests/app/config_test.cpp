@@ -66,6 +66,8 @@ TEST(config, every_documented_key_is_an_option) {
       "limits.idle_timeout_s",
       "limits.max_connections",
       "limits.max_connections_per_ip",
+      "limits.shun_s",
+      "limits.shun_after",
       "limits.body_timeout_s",
       "sse.outbound_limit_bytes",
       "sse.retry_ms",

@@ -20,6 +20,8 @@ const evilService = tokenFor('evil-svc', 'service');
 const STATUS = { bad_request: 400, not_found: 404, too_large: 413, rate_limited: 429, unavailable: 503 };
 // The address of the connection-bucket row's attacker (another loopback address, its own bucket).
 const ATTACKER = '127.0.0.2';
+// The shun row's attacker.
+const REPEAT_OFFENDER = '127.0.0.5';
 
 function expectError(res, code, what) {
   const ctx = `${what} → ${res.status} ${res.text ?? res.body}`;
@@ -72,6 +74,24 @@ function trickle(port, head, trickleBytes, { everyMs = 200, maxMs = 15_000, dela
       resolve({ closedAfterMs: Date.now() - started, got, sent: i });
     });
   });
+}
+
+/// True when a TCP connection from `localAddress` is established within `ms` (a shunned address's
+/// SYN is dropped: no answer at all, where an accepted one takes microseconds on loopback).
+function connectsWithin(port, localAddress, ms) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port, localAddress });
+    const timer = setTimeout(() => { sock.destroy(); resolve(false); }, ms);
+    sock.on('connect', () => { clearTimeout(timer); sock.destroy(); resolve(true); });
+    sock.on('error', () => { clearTimeout(timer); resolve(false); });
+  });
+}
+
+async function gauge(srv, name) {
+  const text = await (await fetch(`${srv.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `${name} is exported`);
+  return Number(m[1]);
 }
 
 /// A server for one row: its flags over low defaults, and a ledger run with acknowledged events.
@@ -404,6 +424,42 @@ const rows = [
       assert.equal(refusedRes.headers['retry-after'], '1');
       assert.equal(safeJson(refusedRes.body).error.code, 'rate_limited');
       ctx.answered = 1;
+    },
+  },
+  {
+    name: 'an address that ignores its 429s past limits.shun_after is shunned for limits.shun_s, then served again',
+    flags: {
+      'rate.connections_per_s': 5, 'rate.connections_burst': 10,
+      'limits.shun_after': 20, 'limits.shun_s': 2,
+    },
+    reason: 'shunned', count: 1,
+    async attack({ srv }) {
+      // Requests one after another, as a client that never honours Retry-After: the burst is
+      // served, then 429s, then past 20 of those (its shun bucket) the kernel drops its SYNs.
+      const statuses = [];
+      for (let i = 0; i < 60; i++) {
+        const res = await rawRequest(srv.port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n',
+          { localAddress: REPEAT_OFFENDER, timeoutMs: 1_000 }).catch(() => null);
+        if (!res) break;  // no answer: the shun (asserted below)
+        statuses.push(res.status);
+      }
+      assert.ok(statuses.length < 60, `shunned before 60 attempts: ${statuses}`);
+      assert.equal(await connectsWithin(srv.port, REPEAT_OFFENDER, 500), false, 'its SYN is dropped');
+      const served = statuses.filter((s) => s === 200).length;
+      const refusedCount = statuses.filter((s) => s === 429).length;
+      assert.equal(served + refusedCount, statuses.length, `only 200 and 429: ${statuses}`);
+      assert.ok(served >= 10 && served <= 15, `served: the burst of 10 and what refilled: ${statuses}`);
+      assert.ok(refusedCount >= 20 && refusedCount <= 25, `429s: the 20 of limits.shun_after, then the shun: ${statuses}`);
+      assert.equal(await gauge(srv, 'relay_shunned_addresses'), 1);
+      // Another address is not touched while the offender is shunned.
+      assert.ok(await connectsWithin(srv.port, '127.0.0.1', 5_000));
+      const h = await rawRequest(srv.port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+      assert.equal(h.status, 200);
+      // After limits.shun_s the filter is gone and the address is answered again.
+      await waitUntil(async () => (await gauge(srv, 'relay_shunned_addresses')) === 0,
+        { timeoutMs: 6_000, what: 'the shun to end' });
+      const again = await rawRequest(srv.port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', { localAddress: REPEAT_OFFENDER });
+      assert.ok([200, 429].includes(again.status), `answered again: ${again.status}`);
     },
   },
   {

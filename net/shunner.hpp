@@ -1,0 +1,106 @@
+#pragma once
+// Repeat offenders are dropped by the kernel (limits.shun_s). An address refused at accept again
+// and again (rate.connections_*, limits.max_connections_per_ip) is a client that ignores its 429s
+// and their Retry-After: answering each attempt still costs a handshake, an accept, a write and a
+// close, thousands a second from one address. Past limits.shun_after such refusals, the address is
+// shunned for limits.shun_s seconds: a classic BPF socket filter on the listening sockets drops
+// its SYNs before any socket exists, and its client retries on TCP's own backoff (1 s, 3 s, ...).
+// Connections it already has are left alone: an accepted socket sheds the copy of the filter it
+// inherits from its listener. Linux only; where the filter cannot be attached, refusals go on as
+// before (logged once).
+
+#include <array>
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "net/rate_limiter.hpp"
+#include "net/refusals.hpp"
+
+namespace relay::net {
+
+/// One instruction of a classic BPF program (the layout of Linux's struct sock_filter).
+struct bpf_op {
+  uint16_t code;
+  uint8_t jt;
+  uint8_t jf;
+  uint32_t k;
+};
+
+/// A socket filter that drops every packet from one of `v4` (addresses as numbers, 127.0.0.1 =
+/// 0x7f000001) or `v6` and keeps every other packet.
+std::vector<bpf_op> shun_program(std::span<const uint32_t> v4,
+                                 std::span<const std::array<uint8_t, 16>> v6);
+
+/// What shun_program spends: its fixed instructions, and per address.
+inline constexpr std::size_t shun_program_base = 7;
+inline constexpr std::size_t shun_program_per_v4 = 2;
+inline constexpr std::size_t shun_program_per_v6 = 9;
+/// The kernel's bound on a classic BPF program (BPF_MAXINSNS): about 2 000 IPv4 or 450 IPv6
+/// addresses shunned at once; past it, a new offender is refused in user space as before.
+inline constexpr std::size_t bpf_max_ops = 4096;
+
+class shunner {
+ public:
+  struct options {
+    std::chrono::seconds duration{10};  // limits.shun_s (0: off)
+    uint32_t after = 1000;              // limits.shun_after: refusals, in about 10 s
+    std::size_t max_keys = 100000;      // rate.max_keys: refusal buckets kept at most
+  };
+
+  /// Runs on `ioc`, the listeners' thread: every member is called there (or before it runs).
+  shunner(boost::asio::io_context& ioc, options opts, net::refusals& refusals,
+          std::atomic<int64_t>& shunned_gauge);
+  shunner(const shunner&) = delete;
+  shunner& operator=(const shunner&) = delete;
+
+  bool enabled() const noexcept { return opts_.duration.count() > 0; }
+
+  /// A listening socket whose incoming connections the shun applies to.
+  void watch(int listen_fd);
+  /// Notes one refusal at accept of `addr` (`ip`: its text); shuns the address when its refusals
+  /// have emptied its bucket (`after` deep, refilled at `after` per 10 s).
+  void refused(const boost::asio::ip::address& addr, std::string_view ip,
+               limiter_clock::time_point now = limiter_clock::now());
+  /// Drops the filter an accepted socket inherited from its listener (a no-op until something
+  /// was shunned), so established connections never pay for the list, nor are cut off by it.
+  void clear_inherited(int fd) const noexcept;
+  /// Lifts every shun whose time is up at `now` (the timer does this on its own).
+  void expire(limiter_clock::time_point now);
+  /// Forgets the listening sockets and cancels the expiry timer; refusals are no longer noted
+  /// (server stop, before the listeners close).
+  void stop();
+
+  bool shunned(const boost::asio::ip::address& addr) const;
+  std::size_t size() const noexcept { return until_.size(); }
+  /// True while the kernel filters: something is shunned and the filter is attached.
+  bool filtering() const noexcept { return attached_; }
+
+ private:
+  void apply();
+  void arm_timer();
+  std::size_t cost() const noexcept;
+
+  options opts_;
+  net::refusals& refusals_;
+  std::atomic<int64_t>& gauge_;
+  keyed_limiter buckets_;
+  boost::asio::steady_timer timer_;
+  std::map<boost::asio::ip::address, limiter_clock::time_point> until_;
+  std::vector<int> fds_;
+  bool attached_ = false;       // the listeners have a filter now
+  bool ever_attached_ = false;  // ... or had one: accepted sockets may carry a copy
+  bool broken_ = false;         // the kernel refused the filter: shunning is off
+  bool stopped_ = false;
+  std::atomic<int64_t> full_logged_s_{0};
+};
+
+}  // namespace relay::net
