@@ -59,7 +59,7 @@ struct server_settings {
   unsigned body_timeout_s = 30;               // limits.body_timeout_s (read deadline of a body)
   unsigned ws_max_rooms = 64;                 // ws.max_rooms (rooms joined per connection)
   rate_limit rate_connections{200, 1000};     // rate.connections_*: per client address
-  unsigned shun_s = 10;                       // limits.shun_s: repeat offenders dropped (0 = off)
+  unsigned shun_s = 60;                       // limits.shun_s: repeat offenders dropped (0 = off)
   uint32_t shun_after = 1000;                 // limits.shun_after: refusals at accept that shun
   rate_limit rate_runs{20, 200};              // rate.runs_*: run creations per user
   rate_limit rate_events{50000, 100000};      // rate.events_*: producer events per user

@@ -51,7 +51,7 @@ inline constexpr std::size_t bpf_max_ops = 4096;
 class shunner {
  public:
   struct options {
-    std::chrono::seconds duration{10};  // limits.shun_s (0: off)
+    std::chrono::seconds duration{60};  // limits.shun_s (0: off)
     uint32_t after = 1000;              // limits.shun_after: refusals, in about 10 s
     std::size_t max_keys = 100000;      // rate.max_keys: refusal buckets kept at most
   };
