@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "net/audited.hpp"
 #include "net/beast.hpp"
 #include "net/http_session.hpp"
 #include "net/server_state.hpp"
@@ -134,20 +135,18 @@ void api::handle(request&& req, const session_ptr& s) {
       return state_.node().get_run(who, std::move(r->id), answer_on<run_info>(s, [](run_info info) {
                                      return json_response(http::status::ok, run_info_json(info));
                                    }));
-    case endpoint::run_append:
-      if (at_least(who.who, role::service) && state_.audit().first_append(who.sub, r->id))
-        audit_producer("run.append", who, r->id, s);
-      return append(req, who, std::move(r->id), s);
+    case endpoint::run_append: {
+      const bool audit_it =
+          at_least(who.who, role::service) && state_.audit().first_append(who.sub, r->id);
+      return append(req, who, std::move(r->id), s, audit_it);
+    }
     case endpoint::run_stream:
       return stream(req, who, "run:" + r->id, false, expires_at_s, s);
     case endpoint::run_complete:
-      audit_producer("run.complete", who, r->id, s);
       return finish(req, who, std::move(r->id), finish_kind::complete, s);
     case endpoint::run_fail:
-      audit_producer("run.fail", who, r->id, s);
       return finish(req, who, std::move(r->id), finish_kind::fail, s);
     case endpoint::run_cancel:
-      audit_producer("run.cancel", who, r->id, s);
       return finish(req, who, std::move(r->id), finish_kind::cancel, s);
     case endpoint::room_post_message:
       return post_message(req, who, std::move(r->id), s);
@@ -191,13 +190,18 @@ bool api::admin_action(const request& req, const session_ptr& s) {
     s->reply(error_response(errc::forbidden, "admin role required"));
   } else {
     spdlog::warn("admin action {} by sub={}", target, who->sub);
-    state_.audit().record("admin.action",
-                          {{"sub", who->sub}, {"path", target}, {"ip", peer_ip(s->peer())}});
-    it->second(std::string{path.substr(slash + 1)}, [s](unsigned status, std::string body) {
-      s->post_reply([status, body = std::move(body)]() mutable {
-        return json_response(static_cast<http::status>(status), std::move(body));
-      });
-    });
+    // Audited with its outcome (the action's HTTP status), before the answer goes out.
+    audit_log::owned_fields fields{
+        {"sub", who->sub}, {"path", target}, {"ip", std::string{peer_ip(s->peer())}}};
+    it->second(std::string{path.substr(slash + 1)},
+               [s, &audit = state_.audit(), fields = std::move(fields)](unsigned status,
+                                                                        std::string body) mutable {
+                 fields.emplace_back("status", std::to_string(status));
+                 audit.record("admin.action", fields);
+                 s->post_reply([status, body = std::move(body)]() mutable {
+                   return json_response(static_cast<http::status>(status), std::move(body));
+                 });
+               });
   }
   return true;
 }
@@ -247,12 +251,12 @@ void api::auth_failed(std::string_view peer, const error& why) const {
   state_.audit().auth_failure(peer_ip(peer), why.message);
 }
 
-void api::audit_producer(std::string_view action, const caller& who, std::string_view run,
-                         const session_ptr& s) {
-  if (!at_least(who.who, role::service)) return;
-  state_.audit().record(
-      action,
-      {{"sub", who.sub}, {"role", to_string(who.who)}, {"run", run}, {"ip", peer_ip(s->peer())}});
+audit_log::owned_fields api::producer_fields(const caller& who, std::string_view run,
+                                             const session_ptr& s) {
+  return {{"sub", who.sub},
+          {"role", std::string{to_string(who.who)}},
+          {"run", std::string{run}},
+          {"ip", std::string{peer_ip(s->peer())}}};
 }
 
 namespace {
@@ -330,11 +334,6 @@ void api::create_run(const request& req, const caller& who, const session_ptr& s
     return s->reply(error_response(errc::forbidden, "only a service may set owner"));
   if (auto r = state_.take(state_.rate_runs(), refusal::rate_runs, who.sub, 1))
     return s->reply(refusal_response(std::move(*r)));
-  if (on_behalf)
-    state_.audit().record("run.create", {{"sub", who.sub},
-                                         {"role", to_string(who.who)},
-                                         {"owner", parsed->owner},
-                                         {"ip", peer_ip(s->peer())}});
   const auto owner = parsed->owner.empty() ? who.sub : parsed->owner;
   auto answer = answer_on<create_run_reply>(
       s, [public_url = state_.settings().public_url](create_run_reply reply) {
@@ -343,6 +342,13 @@ void api::create_run(const request& req, const caller& who, const session_ptr& s
         res.set(http::field::location, "/v1/runs/" + reply.info.id);
         return res;
       });
+  if (on_behalf)
+    answer = audited(state_.audit(), "run.create",
+                     {{"sub", who.sub},
+                      {"role", std::string{to_string(who.who)}},
+                      {"owner", owner},
+                      {"ip", std::string{peer_ip(s->peer())}}},
+                     std::move(answer));
   // runs.max_active_per_user is the shard's (it knows which runs are active): counted here.
   state_.node().create_run(who, std::move(*parsed),
                            [refused = &state_.refusals(), owner,
@@ -367,18 +373,20 @@ void api::list_runs(const request& req, const caller& who, const session_ptr& s)
                           }));
 }
 
-void api::append(const request& req, const caller& who, std::string id, const session_ptr& s) {
+void api::append(const request& req, const caller& who, std::string id, const session_ptr& s,
+                 bool audit_it) {
   auto events = parse_events(req.body(), state_.node().limits());
   if (!events) return refuse_input(events.err(), who, s);
   // All the POST's events or none: a refused batch appends nothing.
   if (auto r = state_.take(state_.rate_events(), refusal::rate_events, who.sub,
                            static_cast<double>(events->size())))
     return s->reply(refusal_response(std::move(*r)));
-  state_.node().append(who, std::move(id), std::move(*events),
-                       answer_on<uint64_t>(s, [](uint64_t last_seq) {
-                         return json_response(http::status::accepted,
-                                              "{\"last_seq\":" + std::to_string(last_seq) + "}");
-                       }));
+  auto done = answer_on<uint64_t>(s, [](uint64_t last_seq) {
+    return json_response(http::status::accepted, "{\"last_seq\":" + std::to_string(last_seq) + "}");
+  });
+  if (audit_it)
+    done = audited(state_.audit(), "run.append", producer_fields(who, id, s), std::move(done));
+  state_.node().append(who, std::move(id), std::move(*events), std::move(done));
 }
 
 void api::finish(const request& req, const caller& who, std::string id, finish_kind how,
@@ -391,10 +399,15 @@ void api::finish(const request& req, const caller& who, std::string id, finish_k
     if (!parsed) return refuse_input(parsed.err(), who, s);
     data = std::move(*parsed);
   }
-  state_.node().finish(who, std::move(id), how, std::move(data),
-                       answer_on<run_info>(s, [](run_info info) {
-                         return json_response(http::status::ok, run_info_json(info));
-                       }));
+  auto done = answer_on<run_info>(
+      s, [](run_info info) { return json_response(http::status::ok, run_info_json(info)); });
+  if (at_least(who.who, role::service)) {
+    const auto* event = how == finish_kind::complete ? "run.complete"
+                        : how == finish_kind::fail   ? "run.fail"
+                                                     : "run.cancel";
+    done = audited(state_.audit(), event, producer_fields(who, id, s), std::move(done));
+  }
+  state_.node().finish(who, std::move(id), how, std::move(data), std::move(done));
 }
 
 void api::stream(const request& req, const caller& who, std::string topic, bool default_from_now,

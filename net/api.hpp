@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "actors/node.hpp"
+#include "net/audit_log.hpp"
 #include "net/responses.hpp"
 #include "protocols/cors.hpp"
 #include "protocols/jwt.hpp"
@@ -88,12 +89,13 @@ class api {
   response health() const;
   response metrics() const;
   void create_run(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
-  /// Audit lines for a service's (or admin's) producer actions (see net/audit_log.hpp).
-  void audit_producer(std::string_view action, const caller& who, std::string_view run,
-                      const std::shared_ptr<http_session>& s);
+  /// The fields of a service's (or admin's) producer action's audit line (net/audited.hpp).
+  static audit_log::owned_fields producer_fields(const caller& who, std::string_view run,
+                                                 const std::shared_ptr<http_session>& s);
   void list_runs(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
+  /// `audit_it`: the first append of a service or admin to this run (one audit line).
   void append(const request& req, const caller& who, std::string id,
-              const std::shared_ptr<http_session>& s);
+              const std::shared_ptr<http_session>& s, bool audit_it);
   void finish(const request& req, const caller& who, std::string id, finish_kind how,
               const std::shared_ptr<http_session>& s);
   /// SSE on a topic; without Last-Event-ID or `after`, a run starts at 0 and a room "now".

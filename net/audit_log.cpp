@@ -40,8 +40,10 @@ audit_log::audit_log(const std::string& path, unsigned auth_failures_per_min)
 
 audit_log::~audit_log() = default;
 
-void audit_log::record(std::string_view event, std::initializer_list<field> fields) {
-  if (!logger_) return;
+namespace {
+
+template <class Fields>
+std::string audit_line(std::string_view event, const Fields& fields) {
   std::string line = "\"event\":";
   append_json_string(line, event);
   for (const auto& [key, value] : fields) {
@@ -51,7 +53,17 @@ void audit_log::record(std::string_view event, std::initializer_list<field> fiel
     append_json_string(line, value);
   }
   line += '}';
-  logger_->info(line);
+  return line;
+}
+
+}  // namespace
+
+void audit_log::record(std::string_view event, std::initializer_list<field> fields) {
+  if (logger_) logger_->info(audit_line(event, fields));
+}
+
+void audit_log::record(std::string_view event, const owned_fields& fields) {
+  if (logger_) logger_->info(audit_line(event, fields));
 }
 
 void audit_log::auth_failure(std::string_view ip, std::string_view reason) {

@@ -5,9 +5,10 @@
 // What is written (README "Audit log"): runs created by a service on behalf of another owner,
 // the first append of each (service or admin, run) pair and every complete/fail/cancel by one,
 // admin actions and refused admin attempts, and per client IP one line when its auth failures in
-// a minute reach the threshold (then nothing more from that IP until the next minute).
+// a minute reach the threshold (then nothing more from that IP until the next minute). Actions
+// are written with their outcome, when the node answers (net/audited.hpp).
 //
-// Threads: called from every Asio thread; the spdlog logger is thread-safe, the counters sit
+// Threads: called from every Asio thread and from node callbacks; the spdlog logger is thread-safe, the counters sit
 // behind one mutex held for a map lookup only (never while writing).
 
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 namespace spdlog {
 class logger;
@@ -29,6 +31,7 @@ namespace relay::net {
 class audit_log {
  public:
   using field = std::pair<std::string_view, std::string_view>;
+  using owned_fields = std::vector<std::pair<std::string, std::string>>;
 
   /// Bounds on what the log remembers (memory, not correctness: past them it forgets in bulk).
   static constexpr std::size_t max_tracked_ips = 10'000;
@@ -45,6 +48,7 @@ class audit_log {
 
   /// Writes `{"ts":"<UTC ISO 8601>","event":"<event>","k":"v",...}`.
   void record(std::string_view event, std::initializer_list<field> fields);
+  void record(std::string_view event, const owned_fields& fields);
 
   /// Counts an auth failure of `ip` (no port) in the current minute; writes one `auth.failures`
   /// line when the count reaches the threshold.

@@ -9,6 +9,7 @@
 #include <random>
 #include <span>
 
+#include "net/audited.hpp"
 #include "protocols/room_access.hpp"
 
 namespace relay::net {
@@ -317,18 +318,20 @@ void ws_session::op_publish(ws::publish&& op, std::string&& ref) {
   if (auto r = state_->take(state_->rate_events(), refusal::rate_events, req_.who.sub, 1))
     return send_error(ref, r->first);
   auto id = op.topic.substr(4);  // the decoder accepts run topics only
+  auto done = on_session<uint64_t>([this, ref = std::move(ref)](result<uint64_t> r) {
+    if (!r) return send_error(ref, r.err());
+    send_text(ws::encode_ack_publish(ref, *r));
+  });
   if (at_least(req_.who.who, role::service) && state_->audit().first_append(req_.who.sub, id))
-    state_->audit().record("run.append", {{"sub", req_.who.sub},
-                                          {"role", to_string(req_.who.who)},
-                                          {"run", id},
-                                          {"ip", peer_ip(peer_)}});
+    done = audited(state_->audit(), "run.append",
+                   {{"sub", req_.who.sub},
+                    {"role", std::string{to_string(req_.who.who)}},
+                    {"run", id},
+                    {"ip", std::string{peer_ip(peer_)}}},
+                   std::move(done));
   std::vector<event_input> events;
   events.push_back(event_input{std::move(op.type), std::move(op.data)});
-  state_->node().append(req_.who, std::move(id), std::move(events),
-                        on_session<uint64_t>([this, ref = std::move(ref)](result<uint64_t> r) {
-                          if (!r) return send_error(ref, r.err());
-                          send_text(ws::encode_ack_publish(ref, *r));
-                        }));
+  state_->node().append(req_.who, std::move(id), std::move(events), std::move(done));
 }
 
 // A fresh token for the same subject extends the connection past the first token's expiry.

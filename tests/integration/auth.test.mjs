@@ -285,6 +285,20 @@ describe('auth depth', { timeout: 120_000 }, () => {
       assert.equal(a.status, 202, a.text);
     }
     assert.equal((await api(srv.url, 'POST', `/v1/runs/${id}/complete`, { token: svc, body: {} })).status, 200);
+    // A refused action is audited with its outcome.
+    assert.equal((await api(srv.url, 'POST', '/v1/runs/nope/cancel', { token: svc })).status, 404);
+    // WebSocket publishes: the first per (sub, run) is audited, with its outcome too.
+    const wsRun = await api(srv.url, 'POST', '/v1/runs', { token: tokenFor('svc-2', 'service'), body: { kind: 'external' } });
+    assert.equal(wsRun.status, 201, wsRun.text);
+    const producer = await connect(srv.port, tokenFor('svc-2', 'service'), { name: 'svc-2' });
+    try {
+      await producer.ok({ op: 'publish', topic: `run:${wsRun.json.id}`, type: 'delta', data: 1 });
+      await producer.ok({ op: 'publish', topic: `run:${wsRun.json.id}`, type: 'delta', data: 2 });
+      const missing = await producer.request({ op: 'publish', topic: 'run:gone', type: 'delta', data: 1, ref: 'g' });
+      assert.equal(wsErrorShape(missing, { ref: 'g', code: 'not_found' }), null);
+    } finally {
+      await closeAll([producer]);
+    }
     // A user's own run is not audited.
     assert.equal((await api(srv.url, 'POST', '/v1/runs', { token: tokenFor('alice'), body: { kind: 'external' } })).status, 201);
     const denied = await api(srv.url, 'POST', '/v1/admin/fault/run:nope', { token: tokenFor('alice') });
@@ -298,12 +312,19 @@ describe('auth depth', { timeout: 120_000 }, () => {
     }, { timeoutMs: 5_000, what: 'the admin.action audit line' });
     for (const l of lines) assert.match(l.ts, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     const forRun = lines.filter((l) => l.run === id);
+    // Lines are written when the action's outcome is known: `result` is "ok" or the error code.
     assert.deepEqual(lines.filter((l) => l.event === 'run.create').map(({ ts, ...rest }) => rest),
-      [{ event: 'run.create', sub: 'svc-1', role: 'service', owner: 'alice', ip: '127.0.0.1' }]);
-    assert.deepEqual(forRun.map((l) => l.event), ['run.append', 'run.complete'], 'one line for the first append only');
-    assert.equal(forRun[0].sub, 'svc-1');
-    assert.deepEqual(lines.filter((l) => l.event.startsWith('admin.')).map((l) => [l.event, l.sub, l.path]),
-      [['admin.denied', 'alice', '/v1/admin/fault/run:nope'], ['admin.action', 'root', '/v1/admin/fault/run:nope']]);
+      [{ event: 'run.create', sub: 'svc-1', role: 'service', owner: 'alice', ip: '127.0.0.1', run: id, result: 'ok' }]);
+    assert.deepEqual(forRun.map((l) => [l.event, l.sub, l.result]),
+      [['run.create', 'svc-1', 'ok'], ['run.append', 'svc-1', 'ok'], ['run.complete', 'svc-1', 'ok']],
+      'one line for the first append only');
+    assert.deepEqual(lines.filter((l) => l.run === 'nope').map((l) => [l.event, l.sub, l.result]),
+      [['run.cancel', 'svc-1', 'not_found']]);
+    assert.deepEqual(lines.filter((l) => l.sub === 'svc-2').map((l) => [l.event, l.run, l.result]),
+      [['run.append', wsRun.json.id, 'ok'], ['run.append', 'gone', 'not_found']]);
+    assert.deepEqual(lines.filter((l) => l.event.startsWith('admin.')).map((l) => [l.event, l.sub, l.path, l.status]),
+      [['admin.denied', 'alice', '/v1/admin/fault/run:nope', undefined],
+        ['admin.action', 'root', '/v1/admin/fault/run:nope', String(admin.status)]]);
     assert.equal(lines.filter((l) => l.event === 'auth.failures').length, 0, 'threshold 1000 not reached');
   });
 });
