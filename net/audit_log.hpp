@@ -8,8 +8,8 @@
 // a minute reach the threshold (then nothing more from that IP until the next minute). Actions
 // are written with their outcome, when the node answers (net/audited.hpp).
 //
-// Threads: called from every Asio thread and from node callbacks; the spdlog logger is thread-safe, the counters sit
-// behind one mutex held for a map lookup only (never while writing).
+// Threads: called from every Asio thread and from node callbacks; the spdlog logger is thread-safe,
+// the counters sit behind one mutex held for a map lookup only (never while writing).
 
 #include <cstdint>
 #include <initializer_list>
