@@ -38,7 +38,8 @@ class outbox {
 
   /// Any thread. Queues a frame; true when the caller must schedule one drain.
   bool push(frame_ptr f);
-  /// Any thread. Queues several frames under one lock; true when the caller must schedule one drain.
+  /// Any thread. Queues several frames under one lock; true when the caller must schedule one
+  /// drain.
   bool push(const frame_ptr* frames, std::size_t count);
   /// Any thread. Records the subscribe answer; true when the caller must schedule one drain.
   bool set_subscribed(result<subscribe_ok> answer);
