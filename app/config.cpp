@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "protocols/cors.hpp"
+#include "protocols/room_access.hpp"
 
 namespace relay {
 
@@ -527,6 +528,27 @@ constexpr std::array<std::pair<std::string_view, command>, 5> commands = {{
     {"version", command::version},
 }};
 
+/// `relay token --rooms "support-*,team.a"`: comma-separated room patterns (blanks around them
+/// ignored); "" is the empty list (a token that may use no room).
+result<std::vector<std::string>> parse_rooms_arg(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    auto item = text.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!valid_room_pattern(item))
+      return error{errc::bad_request, fmt::format("--rooms: '{}' is not a room pattern", item)};
+    out.emplace_back(item);
+    if (out.size() > max_room_patterns)
+      return error{errc::bad_request,
+                   fmt::format("--rooms: at most {} patterns", max_room_patterns)};
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 }  // namespace
 
 result<command_line> parse_command_line(const std::vector<std::string_view>& args) {
@@ -565,7 +587,8 @@ result<command_line> parse_command_line(const std::vector<std::string_view>& arg
       return fail(fmt::format("--{} needs a value", name));
     }
 
-    bool token_arg = name == "sub" || name == "role" || name == "ttl";
+    bool token_arg = name == "sub" || name == "role" || name == "ttl" || name == "kid" ||
+                     name == "key" || name == "rooms";
     if (token_arg && cl.cmd != command::token)
       return fail(fmt::format("--{} is an option of `relay token`", name));
     if (name == "config") {
@@ -584,6 +607,17 @@ result<command_line> parse_command_line(const std::vector<std::string_view>& arg
       auto ttl = positive_seconds("--ttl", value);
       if (!ttl) return ttl.err();
       cl.token.ttl_s = static_cast<int64_t>(*ttl);
+    } else if (name == "kid") {
+      if (!valid_kid(value))
+        return fail(fmt::format("--kid: '{}' is not 1 to 64 of A-Z a-z 0-9 . _ -", value));
+      cl.token.kid = std::string(value);
+    } else if (name == "key") {
+      if (value.empty()) return fail("--key needs the path of an RSA private key (PEM)");
+      cl.token.key_path = std::string(value);
+    } else if (name == "rooms") {
+      auto rooms = parse_rooms_arg(value);
+      if (!rooms) return rooms.err();
+      cl.token.rooms = std::move(*rooms);
     } else if (find_option(name)) {
       cl.settings.emplace_back(std::string(name), std::string(value));
     } else {
@@ -644,8 +678,10 @@ std::string help_text() {
       "\n"
       "Usage:\n"
       "  relay [serve] [options]     run the server until SIGTERM or SIGINT\n"
-      "  relay token --sub NAME --role user|service|admin [--ttl SECONDS] [options]\n"
-      "                              print a JWT signed with auth.jwt_secret (default ttl 3600)\n"
+      "  relay token --sub NAME --role user|service|admin [--ttl SECONDS] [--kid KID]\n"
+      "              [--rooms 'PATTERN,...'] [--key PRIVATE.pem] [options]\n"
+      "                              print a JWT (default ttl 3600): HS256 with auth.jwt_secret,\n"
+      "                              or RS256 with the RSA private key of --key\n"
       "  relay config [options]      print the effective configuration as a config file\n"
       "  relay --version | --help\n"
       "\n"

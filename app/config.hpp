@@ -50,6 +50,9 @@ struct token_request {
   std::string sub;
   role who = role::user;
   int64_t ttl_s = 3600;
+  std::string kid;       // --kid: the header's kid (empty: none)
+  std::string key_path;  // --key: an RSA private key (PEM) to sign RS256 with; empty: HS256
+  std::optional<std::vector<std::string>> rooms;  // --rooms: the rooms claim (absent: none)
 };
 
 /// The command line, parsed but not yet applied: settings are checked against the option table

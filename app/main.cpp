@@ -63,7 +63,25 @@ int print_token(const relay::app_config& cfg, const relay::token_request& req) {
   c.sub = req.sub;
   c.who = req.who;
   c.exp = iat + req.ttl_s;
-  std::cout << relay::sign_hs256(c, cfg.server.jwt_secret, iat) << std::endl;
+  c.rooms = req.rooms;
+  if (req.key_path.empty()) {
+    std::cout << relay::sign_hs256(c, cfg.server.jwt_secret, iat, req.kid) << std::endl;
+    return 0;
+  }
+  std::ifstream in{req.key_path, std::ios::binary};
+  std::ostringstream pem;
+  pem << in.rdbuf();
+  if (!in) {
+    std::cerr << "relay token: cannot read --key " << req.key_path << ": " << std::strerror(errno)
+              << "\n";
+    return 1;
+  }
+  auto token = relay::sign_rs256(c, pem.str(), iat, req.kid);
+  if (!token) {
+    std::cerr << "relay token: --key " << req.key_path << ": " << token.err().message << "\n";
+    return 1;
+  }
+  std::cout << *token << std::endl;
   return 0;
 }
 

@@ -251,6 +251,14 @@ bool jwt_key::verify(std::string_view signing_input, std::string_view signature)
   return ok;
 }
 
+bool valid_kid(std::string_view kid) noexcept {
+  if (kid.empty() || kid.size() > 64) return false;
+  return std::all_of(kid.begin(), kid.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-';
+  });
+}
+
 result<std::vector<jwt_key_ref>> parse_jwt_key_list(std::string_view text) {
   std::vector<jwt_key_ref> out;
   auto trim = [](std::string_view v) {
@@ -277,11 +285,8 @@ result<std::vector<jwt_key_ref>> parse_jwt_key_list(std::string_view text) {
     ref.path = std::string{trim(entry.substr(colon + 1))};
     if (ref.kid.empty() || ref.kid.size() > 64)
       return fail(entry, "kid must be 1 to 64 characters");
-    for (char ch : ref.kid) {
-      bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                ch == '.' || ch == '_' || ch == '-';
-      if (!ok) return fail(entry, "kid may only contain letters, digits, '.', '_' and '-'");
-    }
+    if (!valid_kid(ref.kid))
+      return fail(entry, "kid may only contain letters, digits, '.', '_' and '-'");
     if (alg == "HS256")
       ref.alg = jwt_alg::hs256;
     else if (alg == "RS256")

@@ -83,6 +83,9 @@ struct jwt_key_ref {
   std::string path;
 };
 
+/// A kid this server configures and mints: [A-Za-z0-9._-]{1,64}.
+bool valid_kid(std::string_view kid) noexcept;
+
 /// Parses `kid=ALG:path` entries separated by commas (blanks around them ignored), e.g.
 /// `2026-12=RS256:/etc/relay/rs-2026-12.pem, old=HS256:/etc/relay/hs-old.key`. kid:
 /// [A-Za-z0-9._-]{1,64}, unique; ALG: HS256 or RS256; path: non-empty, no comma. Empty text: no

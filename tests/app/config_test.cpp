@@ -312,6 +312,24 @@ TEST(command_line, token_subcommand) {
   cl = parse_args({"token", "--sub", "bob", "--role", "user"});
   ASSERT_TRUE(cl);
   EXPECT_EQ(cl->token.ttl_s, 3600);
+  EXPECT_EQ(cl->token.kid, "");
+  EXPECT_EQ(cl->token.key_path, "");
+  EXPECT_FALSE(cl->token.rooms.has_value()) << "no --rooms: no claim (every room)";
+}
+
+TEST(command_line, token_kid_key_and_rooms) {
+  auto cl = parse_args({"token", "--sub", "a", "--role", "user", "--kid", "rs-2026.12", "--key",
+                        "/etc/relay/private.pem", "--rooms", " support-*, team.a ,lobby"});
+  ASSERT_TRUE(cl) << cl.err().message;
+  EXPECT_EQ(cl->token.kid, "rs-2026.12");
+  EXPECT_EQ(cl->token.key_path, "/etc/relay/private.pem");
+  ASSERT_TRUE(cl->token.rooms.has_value());
+  EXPECT_EQ(*cl->token.rooms, (std::vector<std::string>{"support-*", "team.a", "lobby"}));
+
+  cl = parse_args({"token", "--sub", "a", "--role", "user", "--rooms="});
+  ASSERT_TRUE(cl) << cl.err().message;
+  ASSERT_TRUE(cl->token.rooms.has_value());
+  EXPECT_TRUE(cl->token.rooms->empty()) << "an empty list: no room at all";
 }
 
 TEST(command_line, errors) {
@@ -331,6 +349,13 @@ TEST(command_line, errors) {
   expect_error({"token", "--sub", "a", "--role", "root"}, "--role: 'root'");
   expect_error({"token", "--sub", "a", "--role", "user", "--ttl", "0"}, "--ttl: '0'");
   expect_error({"token", "--sub", "a", "--role", "user", "--ttl", "1h"}, "--ttl: '1h'");
+  expect_error({"--kid", "k1"}, "--kid is an option of `relay token`");
+  expect_error({"token", "--sub", "a", "--role", "user", "--kid", "a b"}, "--kid: 'a b'");
+  expect_error({"token", "--sub", "a", "--role", "user", "--kid", std::string(65, 'k')}, "--kid");
+  expect_error({"token", "--sub", "a", "--role", "user", "--key="}, "--key needs the path");
+  expect_error({"token", "--sub", "a", "--role", "user", "--rooms", "ok,not ok"},
+               "--rooms: 'not ok'");
+  expect_error({"token", "--sub", "a", "--role", "user", "--rooms", "a,,b"}, "--rooms: ''");
 }
 
 TEST(resolve, file_then_command_line) {

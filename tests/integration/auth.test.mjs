@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 
-import { RELAY_FAULT_BIN, SECRET, api, b64url, errorShape, mintToken, startServer, tokenFor, waitUntil } from './lib/server.mjs';
+import { RELAY_FAULT_BIN, SECRET, api, b64url, errorShape, mintToken, relayToken, startServer, tokenFor, waitUntil } from './lib/server.mjs';
 import { openSse } from './lib/sse.mjs';
 import { closeAll, connect, wsErrorShape } from './lib/ws.mjs';
 
@@ -104,6 +104,27 @@ describe('auth depth', { timeout: 120_000 }, () => {
     // A WebSocket with an RS256 token.
     const ws = await connect(srv.port, rsToken({ sub: 'alice', header: { kid: 'rs-1' } }), { name: 'rs' });
     await closeAll([ws]);
+  });
+
+  test('relay token mints what the server accepts: RS256 with --key, --kid, --rooms', async () => {
+    const keyPath = path.join(dir, 'rs1-private.pem');
+    writeFileSync(keyPath, rs1.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    const rs = await relayToken({ sub: 'erin', keyPath, kid: 'rs-1', rooms: ['team-*'] });
+    const header = JSON.parse(Buffer.from(rs.split('.')[0], 'base64url'));
+    assert.deepEqual(header, { alg: 'RS256', typ: 'JWT', kid: 'rs-1' });
+    assert.equal((await probe(srv, rs)).status, 200);
+    const post = (token, room) => api(srv.url, 'POST', `/v1/rooms/${room}/messages`, { token, body: { text: 'hi' } });
+    assert.equal((await post(rs, 'team-x')).status, 202);
+    assertRefused(await post(rs, 'secret'), 'forbidden', 'outside --rooms');
+    // HS256 with the kid of the rotation's second secret.
+    const hs = await relayToken({ sub: 'erin', kid: 'hs-2', secret: HS2_SECRET });
+    assert.equal((await probe(srv, hs)).status, 200);
+    // A key the server does not have: the token is refused, not the command.
+    const otherPath = path.join(dir, 'other-private.pem');
+    writeFileSync(otherPath, rsOther.privateKey.export({ type: 'pkcs1', format: 'pem' }));
+    assertRefused(await probe(srv, await relayToken({ sub: 'erin', keyPath: otherPath, kid: 'rs-1' })), 'unauthorized', 'other key');
+    // A public key is not a signing key: the command fails.
+    await assert.rejects(relayToken({ sub: 'erin', keyPath: path.join(dir, 'rs1.pem') }), /not a PEM RSA private key/);
   });
 
   test('kid rotation: two keys valid at once, the kid picks the key, unknown kids are refused', async () => {

@@ -185,10 +185,14 @@ export function mintToken({ sub, role, ttlS = 3600, secret = SECRET, header = {}
 
 export const tokenFor = (sub, role = 'user') => mintToken({ sub, role });
 
-/// `relay token --sub NAME --role ROLE [--ttl S] --auth.jwt_secret=SECRET` → the printed JWT.
-export function relayToken({ sub, role = 'user', ttlS, secret = SECRET }) {
+/// `relay token --sub NAME --role ROLE [--ttl S] [--kid K] [--rooms P,...] [--key PEM]
+/// --auth.jwt_secret=SECRET` → the printed JWT.
+export function relayToken({ sub, role = 'user', ttlS, secret = SECRET, kid, rooms, keyPath }) {
   const args = ['token', '--sub', sub, '--role', role];
   if (ttlS !== undefined) args.push('--ttl', String(ttlS));
+  if (kid !== undefined) args.push('--kid', kid);
+  if (rooms !== undefined) args.push('--rooms', rooms.join(','));
+  if (keyPath !== undefined) args.push('--key', keyPath);
   args.push(`--auth.jwt_secret=${secret}`);
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'relay-it-'));
   return new Promise((resolve, reject) => {
