@@ -206,6 +206,9 @@ const std::vector<option>& options() {
       number("limits.shun_after", RELAY_FIELD(server.shun_after), 1, 10'000'000,
              "Refusals at accept (rate.connections_*, max_connections_per_ip) of one address "
              "within about 10 s that shun it."),
+      number("limits.ipv6_prefix", RELAY_FIELD(server.ipv6_prefix), 16, 128,
+             "Leading bits of an IPv6 address that name one client for the per-address limits "
+             "and the shun (a subscriber gets a /64); 128: every address on its own."),
       number("limits.body_timeout_s", RELAY_FIELD(server.body_timeout_s), 1, 3600,
              "Seconds a client has to send a request body once its head is in (no trickling)."),
       // sse

@@ -81,14 +81,16 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
   const auto& s = state_->settings();
   const bool overloaded = static_cast<std::size_t>(slot.count_at_open()) > s.max_connections;
   // The address comes with accept(): no getpeername() per connection, refused ones included.
-  auto ip = peer_.address().to_string();
-  auto refused = admit(ip, slot);
+  // Per-address limits count its client (an IPv6 address's prefix, net/shunner.hpp).
+  const auto& addr = peer_.address();
+  auto key = client_key(addr, s.ipv6_prefix);
+  auto refused = admit(key, slot);
   if (!refused) {
     beast::error_code opt_ec;
     socket.set_option(tcp::no_delay(true), opt_ec);  // frames are small and latency matters
     if (shun_) shun_->clear_inherited(socket.native_handle());
   } else if (shun_) {
-    shun_->refused(peer_.address(), ip);
+    shun_->refused(addr, key);
   }
   if (overloaded) state_->refusals().refuse(refusal::connections, "*");
   if (refused && tls_) {
@@ -101,7 +103,7 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
     std::make_shared<tls_tunnel>(std::move(socket), tls_, state_, std::move(slot), overloaded)
         ->run();
   } else {
-    auto peer = ip + ":" + std::to_string(peer_.port());
+    auto peer = addr.to_string() + ":" + std::to_string(peer_.port());
     std::make_shared<http_session>(std::move(socket), state_, std::move(slot), overloaded, false,
                                    std::move(peer))
         ->run();
@@ -112,20 +114,20 @@ void listener::on_accept(beast::error_code ec, tcp::socket socket) {
 // Per client address: the connection-attempt bucket and the open-connection count. A refused
 // connection is answered 429 at once by refuse_now, without reading its request: a flood from one
 // address costs one short-lived socket per attempt, not a session waiting for a request.
-std::optional<response> listener::admit(const std::string& ip, connection_slot& slot) {
+std::optional<response> listener::admit(const std::string& client, connection_slot& slot) {
   const auto& s = state_->settings();
   const bool per_ip = s.max_connections_per_ip > 0;
   if (!per_ip && !state_->rate_connections().enabled()) return std::nullopt;
-  auto t = state_->rate_connections().try_take(ip, 1, limiter_clock::now());
+  auto t = state_->rate_connections().try_take(client, 1, limiter_clock::now());
   if (!t.ok) {
-    state_->refusals().refuse(refusal::rate_connections, ip);
+    state_->refusals().refuse(refusal::rate_connections, client);
     return rate_limited_response("too many connection attempts from this address",
                                  t.retry_after_s());
   }
   if (!per_ip) return std::nullopt;
-  slot.attach(ip_slot{state_->per_ip(), ip});
+  slot.attach(ip_slot{state_->per_ip(), client});
   if (slot.ip().count_at_open() > s.max_connections_per_ip) {
-    state_->refusals().refuse(refusal::connections_per_ip, ip);
+    state_->refusals().refuse(refusal::connections_per_ip, client);
     return rate_limited_response("too many open connections from this address", 1);
   }
   return std::nullopt;

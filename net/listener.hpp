@@ -38,8 +38,9 @@ class listener : public std::enable_shared_from_this<listener> {
  private:
   void do_accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
-  /// The per-address checks of a new connection: the answer that refuses it, or none.
-  std::optional<response> admit(const std::string& ip, connection_slot& slot);
+  /// The per-address checks of a new connection from `client` (client_key): the answer that
+  /// refuses it, or none.
+  std::optional<response> admit(const std::string& client, connection_slot& slot);
   /// Answers `res` on the listener's thread and closes the socket (see admit).
   void refuse_now(tcp::socket& socket, response&& res);
 

@@ -83,7 +83,8 @@ void server::start() {
   if (cfg.shun_s > 0)
     impl_->shunner = std::make_unique<net::shunner>(
         accept_context,
-        net::shunner::options{std::chrono::seconds(cfg.shun_s), cfg.shun_after, cfg.rate_max_keys},
+        net::shunner::options{std::chrono::seconds(cfg.shun_s), cfg.shun_after, cfg.rate_max_keys,
+                              cfg.ipv6_prefix},
         state.refusals(), state.counters().shunned_addresses);
   impl_->listener =
       std::make_shared<net::listener>(accept_context, net::tcp::endpoint{address, cfg.port},

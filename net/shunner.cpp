@@ -32,38 +32,90 @@ uint32_t word_of(const std::array<uint8_t, 16>& a, std::size_t i) {
          uint32_t{a[i + 3]};
 }
 
-// An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d: its packets carry IPv4 headers.
-boost::asio::ip::address plain(const boost::asio::ip::address& a) {
-  if (a.is_v6() && a.to_v6().is_v4_mapped())
-    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6());
-  return a;
-}
+// The mask of the `bits` high bits of a 32-bit word (0 < bits <= 32).
+uint32_t high_bits(unsigned bits) { return bits >= 32 ? 0xffffffffu : ~(0xffffffffu >> bits); }
 
 }  // namespace
 
-// Layout: version check; the IPv6 list, keep; the IPv4 list, keep. Every jump but one is short
-// (a conditional jump reaches at most 255 ahead): an address is "compare, else skip the drop",
-// so the lists can be as long as the kernel allows; the IPv6 branch jumps over the IPv6 list with
-// an unconditional jump, whose reach is 32 bits.
+boost::asio::ip::address client_of(const boost::asio::ip::address& a, unsigned v6_prefix) {
+  namespace ip = boost::asio::ip;
+  if (a.is_v4()) return a;
+  const auto v6 = a.to_v6();
+  // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d; its packets carry IPv4
+  // headers.
+  if (v6.is_v4_mapped()) return ip::make_address_v4(ip::v4_mapped, v6);
+  auto bytes = v6.to_bytes();
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    const auto bit = static_cast<unsigned>(i * 8);
+    if (bit >= v6_prefix)
+      bytes[i] = 0;
+    else if (bit + 8 > v6_prefix)
+      bytes[i] &= static_cast<uint8_t>(0xff00u >> (v6_prefix - bit));
+  }
+  return ip::address_v6(bytes);
+}
+
+std::string client_key(const boost::asio::ip::address& a, unsigned v6_prefix) {
+  const auto c = client_of(a, v6_prefix);
+  if (c.is_v4() || v6_prefix >= 128) return c.to_string();
+  return c.to_string() + "/" + std::to_string(v6_prefix);
+}
+
+namespace {
+
+unsigned prefix_bits(unsigned v6_prefix) { return std::clamp(v6_prefix, 1u, 128u); }
+unsigned prefix_words(unsigned v6_prefix) { return (prefix_bits(v6_prefix) + 31) / 32; }
+
+}  // namespace
+
+std::size_t shun_program_per_v6(unsigned v6_prefix) noexcept {
+  return 2 * prefix_words(v6_prefix) + 1;
+}
+
+std::size_t shun_program_size(std::size_t v4, std::size_t v6, unsigned v6_prefix) noexcept {
+  const unsigned words = prefix_words(v6_prefix);
+  const unsigned partial = prefix_bits(v6_prefix) % 32 != 0 ? 1 : 0;
+  return 4 + (2 * words + partial) + v6 * shun_program_per_v6(v6_prefix) + 1 + 1 +
+         v4 * shun_program_per_v4 + 1;
+}
+
+// Layout: the version check; the IPv6 part (its prefix words loaded once into the scratch
+// memory, M[0..3], masked; then the list), keep; the IPv4 part (the address loaded once; then the
+// list), keep. Loads from the packet are few on purpose: the kernel turns each into several
+// instructions of its own, and a filter's size is charged to the socket's option memory
+// (net.core.optmem_max). Every jump but one is short (a conditional jump reaches at most 255
+// ahead): a client is "compare, else skip the rest of it", so the lists can be as long as the
+// kernel allows; the IPv4 branch jumps over the IPv6 part with an unconditional jump, whose reach
+// is 32 bits.
 std::vector<bpf_op> shun_program(std::span<const uint32_t> v4,
-                                 std::span<const std::array<uint8_t, 16>> v6) {
+                                 std::span<const std::array<uint8_t, 16>> v6, unsigned v6_prefix) {
+  const unsigned bits = prefix_bits(v6_prefix);
+  const unsigned words = prefix_words(bits);
   std::vector<bpf_op> p;
-  p.reserve(shun_program_base + v4.size() * shun_program_per_v4 + v6.size() * shun_program_per_v6);
+  p.reserve(shun_program_size(v4.size(), v6.size(), bits));
   p.push_back(stmt(BPF_LD | BPF_B | BPF_ABS, net_off(0)));
   p.push_back(stmt(BPF_ALU | BPF_RSH | BPF_K, 4));
-  p.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0));  // IPv6: on to its list
-  const auto v6_ops = static_cast<uint32_t>(v6.size() * shun_program_per_v6 + 1);
-  p.push_back(stmt(BPF_JMP | BPF_JA, v6_ops));  // otherwise past it, to the IPv4 list
+  p.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0));  // IPv6: on to its part
+  const std::size_t ja = p.size();
+  p.push_back(stmt(BPF_JMP | BPF_JA, 0));  // otherwise past it, to the IPv4 part (set below)
+  for (unsigned w = 0; w < words; ++w) {
+    const unsigned word_bits = std::min(32u, bits - w * 32);
+    p.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, net_off(8 + 4 * w)));
+    if (word_bits < 32) p.push_back(stmt(BPF_ALU | BPF_AND | BPF_K, high_bits(word_bits)));
+    p.push_back(stmt(BPF_ST, w));
+  }
   for (const auto& a : v6) {
-    for (std::size_t w = 0; w < 4; ++w) {
-      p.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, net_off(8 + 4 * static_cast<uint32_t>(w))));
-      // A mismatch skips the rest of this address: (3 - w) more load+compare pairs and the drop.
-      p.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, word_of(a, 4 * w), 0,
-                       static_cast<uint8_t>(2 * (3 - w) + 1)));
+    // Word by word: a mismatch jumps to the next client (at most 8 ahead), past this one's drop.
+    for (unsigned w = 0; w < words; ++w) {
+      const unsigned word_bits = std::min(32u, bits - w * 32);
+      p.push_back(stmt(BPF_LD | BPF_MEM, w));
+      p.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, word_of(a, 4 * w) & high_bits(word_bits), 0,
+                       static_cast<uint8_t>(2 * (words - 1 - w) + 1)));
     }
     p.push_back(stmt(BPF_RET | BPF_K, drop));
   }
   p.push_back(stmt(BPF_RET | BPF_K, keep));
+  p[ja].k = static_cast<uint32_t>(p.size() - ja - 1);
   p.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, net_off(12)));
   for (const auto a : v4) {
     p.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, a, 0, 1));
@@ -85,43 +137,53 @@ shunner::shunner(boost::asio::io_context& ioc, options opts, net::refusals& refu
 void shunner::watch(int listen_fd) { fds_.push_back(listen_fd); }
 
 std::size_t shunner::cost() const noexcept {
-  std::size_t ops = shun_program_base;
-  for (const auto& [addr, until] : until_)
-    ops += addr.is_v4() ? shun_program_per_v4 : shun_program_per_v6;
-  return ops;
+  std::size_t v4 = 0;
+  for (const auto& [client, until] : until_) v4 += client.is_v4() ? 1 : 0;
+  return shun_program_size(v4, until_.size() - v4, opts_.v6_prefix);
 }
 
 bool shunner::shunned(const boost::asio::ip::address& addr) const {
-  return until_.count(plain(addr)) != 0;
+  return until_.count(client_of(addr, opts_.v6_prefix)) != 0;
 }
 
-void shunner::refused(const boost::asio::ip::address& addr, std::string_view ip,
+void shunner::refused(const boost::asio::ip::address& addr, std::string_view key,
                       limiter_clock::time_point now) {
   if (!enabled() || broken_ || stopped_) return;
-  if (buckets_.try_take(ip, 1, now).ok) return;
-  const auto a = plain(addr);
+  if (buckets_.try_take(key, 1, now).ok) return;
+  const auto a = client_of(addr, opts_.v6_prefix);
   if (until_.count(a)) return;  // accepted before the filter had it: its SYN came in earlier
-  const auto need = a.is_v4() ? shun_program_per_v4 : shun_program_per_v6;
-  if (cost() + need > bpf_max_ops) {
+  const auto need = a.is_v4() ? shun_program_per_v4 : shun_program_per_v6(opts_.v6_prefix);
+  auto full = [&](std::string_view why) {
     if (once_a_minute(full_logged_s_))
       spdlog::warn(
-          "shun list full addresses={} offender={} (refused in user space instead; "
+          "shun list full clients={} offender={} bound={} (refused in user space instead; "
           "logged once a minute)",
-          until_.size(), ip);
+          until_.size(), key, why);
+  };
+  if (cost() + need > bpf_max_ops) return full("4096 instructions");
+  const auto it = until_.emplace(a, now + opts_.duration).first;
+  if (const int err = apply(); err != 0) {
+    // The listeners keep the filter they had (a refused attach changes nothing): too big for the
+    // socket's option memory, most likely. Then the list is as long as it gets here.
+    until_.erase(it);
+    if (!until_.empty() && (err == ENOMEM || err == EINVAL)) {
+      if (apply() == 0) return full(err == ENOMEM ? "net.core.optmem_max" : "the kernel's");
+    }
+    give_up(err);
     return;
   }
-  until_.emplace(a, now + opts_.duration);
   refusals_.refuse(
-      refusal::shunned, ip,
+      refusal::shunned, key,
       "its connection attempts are dropped for " + std::to_string(opts_.duration.count()) + " s");
-  apply();
   arm_timer();
 }
 
 void shunner::expire(limiter_clock::time_point now) {
   const auto before = until_.size();
   std::erase_if(until_, [now](const auto& e) { return e.second <= now; });
-  if (until_.size() != before) apply();
+  if (until_.size() != before) {
+    if (const int err = apply(); err != 0) give_up(err);
+  }
 }
 
 void shunner::clear_inherited(int fd) const noexcept {
@@ -137,16 +199,18 @@ void shunner::stop() {
 }
 
 // Writes the current list into every listening socket: one new program replaces the old one at
-// once (SO_ATTACH_FILTER), or the filter goes when nothing is shunned.
-void shunner::apply() {
+// once (SO_ATTACH_FILTER), or the filter goes when nothing is shunned. Answers 0, or the errno of
+// the first socket that refused it (the sockets before it have the new program, it and the ones
+// after it the old).
+int shunner::apply() {
   gauge_.store(static_cast<int64_t>(until_.size()), std::memory_order_relaxed);
   if (until_.empty()) {
-    if (!attached_) return;
+    if (!attached_) return 0;
     int unused = 0;
     for (const int fd : fds_)
       ::setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
     attached_ = false;
-    return;
+    return 0;
   }
   std::vector<uint32_t> v4;
   std::vector<std::array<uint8_t, 16>> v6;
@@ -156,28 +220,30 @@ void shunner::apply() {
     else
       v6.push_back(addr.to_v6().to_bytes());
   }
-  auto program = shun_program(v4, v6);
+  auto program = shun_program(v4, v6, opts_.v6_prefix);
   sock_fprog fprog{static_cast<unsigned short>(program.size()),
                    reinterpret_cast<sock_filter*>(program.data())};
   for (const int fd : fds_) {
-    if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) != 0) {
-      const int err = errno;
-      spdlog::error(
-          "shun filter not attached error={} (shunning is off; floods are refused in "
-          "user space)",
-          std::strerror(err));
-      broken_ = true;
-      int unused = 0;
-      for (const int f : fds_)
-        ::setsockopt(f, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
-      until_.clear();
-      gauge_.store(0, std::memory_order_relaxed);
-      attached_ = false;
-      return;
-    }
+    if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) != 0) return errno;
+    attached_ = true;
+    ever_attached_ = true;
   }
-  attached_ = true;
-  ever_attached_ = true;
+  return 0;
+}
+
+// The kernel takes no filter at all (or not even the list it took before): shunning switches
+// itself off, and every listener goes back to no filter.
+void shunner::give_up(int err) {
+  spdlog::error(
+      "shun filter not attached error={} (shunning is off; floods are refused in user space)",
+      std::strerror(err));
+  broken_ = true;
+  int unused = 0;
+  for (const int fd : fds_) ::setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);
+  until_.clear();
+  gauge_.store(0, std::memory_order_relaxed);
+  attached_ = false;
+  timer_.cancel();
 }
 
 void shunner::arm_timer() {

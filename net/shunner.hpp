@@ -35,17 +35,31 @@ struct bpf_op {
   uint32_t k;
 };
 
-/// A socket filter that drops every packet from one of `v4` (addresses as numbers, 127.0.0.1 =
-/// 0x7f000001) or `v6` and keeps every other packet.
-std::vector<bpf_op> shun_program(std::span<const uint32_t> v4,
-                                 std::span<const std::array<uint8_t, 16>> v6);
+/// The client a per-address limit counts (rate.connections_*, limits.max_connections_per_ip, the
+/// shun): an IPv4 address (an IPv4-mapped IPv6 one as its IPv4 address), or the first
+/// `v6_prefix` bits of an IPv6 address, the rest zeroed. One IPv6 subscriber gets a whole /64,
+/// so counting per address would let it rotate past every limit.
+boost::asio::ip::address client_of(const boost::asio::ip::address& a, unsigned v6_prefix);
+/// client_of as the limits' key: "192.0.2.7", "2001:db8:1:2::/64" ("::1" when v6_prefix is 128).
+std::string client_key(const boost::asio::ip::address& a, unsigned v6_prefix);
 
-/// What shun_program spends: its fixed instructions, and per address.
-inline constexpr std::size_t shun_program_base = 7;
+/// A socket filter that drops every packet from one of `v4` (addresses as numbers, 127.0.0.1 =
+/// 0x7f000001) or from an IPv6 address whose first `v6_prefix` bits are one of `v6`'s, and keeps
+/// every other packet.
+std::vector<bpf_op> shun_program(std::span<const uint32_t> v4,
+                                 std::span<const std::array<uint8_t, 16>> v6,
+                                 unsigned v6_prefix = 128);
+
+/// What shun_program spends per shunned client: IPv4, a compare and the drop; IPv6, a load and
+/// a compare per 32-bit word of the prefix, then the drop (9 for a /128, 5 for a /64).
 inline constexpr std::size_t shun_program_per_v4 = 2;
-inline constexpr std::size_t shun_program_per_v6 = 9;
-/// The kernel's bound on a classic BPF program (BPF_MAXINSNS): about 2 000 IPv4 or 450 IPv6
-/// addresses shunned at once; past it, a new offender is refused in user space as before.
+std::size_t shun_program_per_v6(unsigned v6_prefix) noexcept;
+/// shun_program's length for `v4` and `v6` clients.
+std::size_t shun_program_size(std::size_t v4, std::size_t v6, unsigned v6_prefix) noexcept;
+/// The kernel's bound on a classic BPF program (BPF_MAXINSNS): about 2 000 IPv4 clients or 800
+/// IPv6 /64s at once. The socket's option memory (net.core.optmem_max, which the old and the new
+/// filter share while one replaces the other) may bound it lower; past either bound, a new
+/// offender is refused in user space as before.
 inline constexpr std::size_t bpf_max_ops = 4096;
 
 class shunner {
@@ -54,6 +68,7 @@ class shunner {
     std::chrono::seconds duration{60};  // limits.shun_s (0: off)
     uint32_t after = 1000;              // limits.shun_after: refusals, in about 10 s
     std::size_t max_keys = 100000;      // rate.max_keys: refusal buckets kept at most
+    unsigned v6_prefix = 64;            // limits.ipv6_prefix: an IPv6 client is this prefix
   };
 
   /// Runs on `ioc`, the listeners' thread: every member is called there (or before it runs).
@@ -66,9 +81,10 @@ class shunner {
 
   /// A listening socket whose incoming connections the shun applies to.
   void watch(int listen_fd);
-  /// Notes one refusal at accept of `addr` (`ip`: its text); shuns the address when its refusals
-  /// have emptied its bucket (`after` deep, refilled at `after` per 10 s).
-  void refused(const boost::asio::ip::address& addr, std::string_view ip,
+  /// Notes one refusal at accept of a connection from `addr` (`key`: client_key of it); shuns its
+  /// client (client_of) when its refusals have emptied its bucket (`after` deep, refilled at
+  /// `after` per 10 s).
+  void refused(const boost::asio::ip::address& addr, std::string_view key,
                limiter_clock::time_point now = limiter_clock::now());
   /// Drops the filter an accepted socket inherited from its listener (a no-op until something
   /// was shunned), so established connections never pay for the list, nor are cut off by it.
@@ -79,13 +95,15 @@ class shunner {
   /// (server stop, before the listeners close).
   void stop();
 
+  /// True when connections from `addr` are dropped (its client is shunned).
   bool shunned(const boost::asio::ip::address& addr) const;
   std::size_t size() const noexcept { return until_.size(); }
   /// True while the kernel filters: something is shunned and the filter is attached.
   bool filtering() const noexcept { return attached_; }
 
  private:
-  void apply();
+  int apply();
+  void give_up(int err);
   void arm_timer();
   std::size_t cost() const noexcept;
 

@@ -240,38 +240,52 @@ TEST(shunner, refusals_spread_out_below_the_refill_never_shun) {
   EXPECT_EQ(f.refusals.count(refusal::shunned), 0u);
 }
 
-TEST(shunner, the_kernel_takes_the_longest_list_and_no_longer) {
+// Attaches `program` to `fd`: 0, or the errno.
+int attach_program(int fd, std::vector<bpf_op> program) {
+  sock_fprog prog{static_cast<unsigned short>(program.size()),
+                  reinterpret_cast<sock_filter*>(program.data())};
+  return ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 ? 0 : errno;
+}
+
+// The most clients whose program fits bpf_max_ops.
+std::size_t most_clients(bool v6, unsigned prefix) {
+  std::size_t n = 0;
+  while (shun_program_size(v6 ? 0 : n + 1, v6 ? n + 1 : 0, prefix) <= bpf_max_ops) ++n;
+  return n;
+}
+
+// Quiet for a test that shuns thousands (one warning per shunned client).
+struct quiet_log {
+  spdlog::level::level_enum level = spdlog::get_level();
+  quiet_log() { spdlog::set_level(spdlog::level::err); }
+  ~quiet_log() { spdlog::set_level(level); }
+};
+
+TEST(shunner, a_program_past_the_kernels_bound_is_refused_and_the_shunner_stays_below_it) {
   uint16_t port = 0;
   auto l = listen_on(loopback, port);
   ASSERT_GE(l.fd, 0);
-  const std::size_t most_v4 = (bpf_max_ops - shun_program_base) / shun_program_per_v4;
+  const std::size_t most_v4 = most_clients(false, 128);
   std::vector<uint32_t> v4;
   for (std::size_t i = 0; i <= most_v4; ++i) v4.push_back(0x7f010000u + static_cast<uint32_t>(i));
-  auto attach = [&](std::size_t n) {
-    auto p = shun_program(std::span{v4}.first(n), {});
-    sock_fprog prog{static_cast<unsigned short>(p.size()),
-                    reinterpret_cast<sock_filter*>(p.data())};
-    return ::setsockopt(l.fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0;
-  };
-  EXPECT_TRUE(attach(most_v4));
-  EXPECT_FALSE(attach(most_v4 + 1)) << "bpf_max_ops is the kernel's bound";
+  EXPECT_EQ(shun_program(std::span{v4}.first(most_v4), {}).size(),
+            shun_program_size(most_v4, 0, 128));
+  // The longest program: taken, unless the socket's option memory is smaller on this machine.
+  const int longest = attach_program(l.fd, shun_program(std::span{v4}.first(most_v4), {}));
+  EXPECT_TRUE(longest == 0 || longest == ENOMEM) << std::strerror(longest);
+  EXPECT_EQ(attach_program(l.fd, shun_program(v4, {})), EINVAL)
+      << "bpf_max_ops is the kernel's bound";
 
-  // The shunner stops at that bound: past it, offenders are refused in user space. (Quiet: one
-  // warning per shunned address.)
-  const auto level = spdlog::get_level();
-  spdlog::set_level(spdlog::level::err);
-  struct restore {
-    spdlog::level::level_enum level;
-    ~restore() { spdlog::set_level(level); }
-  } restore_level{level};
+  // The shunner stops at the bound: past it, offenders are refused in user space.
+  quiet_log quiet;
   fd_guard l2 = listen_on(loopback, port);
   fixture f{10s, 1};
   f.shun.watch(l2.fd);
-  for (std::size_t i = 0; i < most_v4 + 10; ++i) {
-    const auto a = ip::make_address_v4(0x7f010000u + static_cast<uint32_t>(i));
-    f.offend(a, 1);
-  }
-  EXPECT_EQ(f.shun.size(), most_v4);
+  for (std::size_t i = 0; i < most_v4 + 10; ++i)
+    f.offend(ip::make_address_v4(0x7f010000u + static_cast<uint32_t>(i)), 1);
+  EXPECT_GT(f.shun.size(), most_v4 / 2);
+  EXPECT_LE(f.shun.size(), most_clients(false, 64));  // the fixture's prefix
+  EXPECT_EQ(f.refusals.count(refusal::shunned), f.shun.size());
   EXPECT_TRUE(f.shun.filtering());
   auto shunned = connect_from(ip::make_address("127.1.0.7"), loopback, port);
   auto unlisted = connect_from(ip::make_address_v4(0x7f010000u + most_v4 + 5), loopback, port);
@@ -308,6 +322,99 @@ TEST(shunner, filters_ipv6_and_ipv4_clients_of_a_dual_stack_socket) {
   auto v4_normal = connect_from(loopback, loopback, port);
   EXPECT_TRUE(connected_within(v4_normal, answered));
   EXPECT_FALSE(connected_within(v6_blocked, dropped));
+}
+
+TEST(client_key, an_ipv6_client_is_its_prefix_and_an_ipv4_one_its_address) {
+  auto key = [](std::string_view a, unsigned prefix) {
+    return client_key(ip::make_address(a), prefix);
+  };
+  EXPECT_EQ(key("192.0.2.7", 64), "192.0.2.7");
+  EXPECT_EQ(key("::ffff:192.0.2.7", 64), "192.0.2.7") << "IPv4 on a dual-stack socket";
+  EXPECT_EQ(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64), "2001:db8:1:2::/64");
+  EXPECT_EQ(key("2001:db8:1:2:ffff::1", 64), "2001:db8:1:2::/64") << "the same subscriber";
+  EXPECT_EQ(key("2001:db8:1:3::1", 64), "2001:db8:1:3::/64");
+  EXPECT_EQ(key("2001:db8:1:2ff::1", 56), "2001:db8:1:200::/56");
+  EXPECT_EQ(key("2001:db8:1:2ff::1", 60), "2001:db8:1:2f0::/60") << "a prefix inside a byte";
+  EXPECT_EQ(key("2001:db8::1", 128), "2001:db8::1");
+  EXPECT_EQ(key("::1", 64), "::/64");
+}
+
+TEST(shunner, an_ipv6_client_is_shunned_by_its_prefix) {
+  uint16_t port = 0;
+  auto l = listen_on(ip::make_address("::1"), port);
+  if (l.fd < 0) GTEST_SKIP() << "no IPv6 here";
+  const auto v6_loopback = ip::make_address("::1");
+  {
+    auto probe = connect_from(v6_loopback, v6_loopback, port);
+    if (!connected_within(probe, answered)) GTEST_SKIP() << "no IPv6 loopback here";
+  }
+  {
+    // Per address (/128): another address's shun leaves ::1 alone.
+    boost::asio::io_context ioc;
+    net::refusals r;
+    std::atomic<int64_t> gauge{0};
+    shunner per_address{ioc, shunner::options{10s, 3, 1000, 128}, r, gauge};
+    per_address.watch(l.fd);
+    for (int i = 0; i < 4; ++i) per_address.refused(ip::make_address("::2"), "::2");
+    ASSERT_TRUE(per_address.filtering());
+    auto c = connect_from(v6_loopback, v6_loopback, port);
+    EXPECT_TRUE(connected_within(c, answered));
+    per_address.stop();
+  }
+  // Per /64 (the default): ::2 and ::1 are one client, ::/64; 2001:db8::/64 is another.
+  fixture f{10s};
+  f.shun.watch(l.fd);
+  f.offend(ip::make_address("2001:db8::1"));
+  {
+    auto c = connect_from(v6_loopback, v6_loopback, port);
+    EXPECT_TRUE(connected_within(c, answered)) << "another /64";
+  }
+  f.offend(ip::make_address("::2"));
+  EXPECT_TRUE(f.shun.shunned(v6_loopback));
+  auto c = connect_from(v6_loopback, v6_loopback, port);
+  EXPECT_FALSE(connected_within(c, dropped)) << "the same /64";
+}
+
+TEST(shunner, ipv6_programs_of_every_prefix_length_are_valid_and_a_long_list_stays_filtering) {
+  uint16_t port = 0;
+  auto l = listen_on(loopback, port);
+  ASSERT_GE(l.fd, 0);
+  std::vector<std::array<uint8_t, 16>> v6(1000);
+  for (std::size_t i = 0; i < v6.size(); ++i) {
+    v6[i][0] = 0x20;
+    v6[i][1] = 0x01;
+    v6[i][6] = static_cast<uint8_t>(i >> 8);
+    v6[i][7] = static_cast<uint8_t>(i);
+  }
+  for (unsigned prefix : {16u, 48u, 56u, 60u, 64u, 96u, 100u, 128u}) {
+    const std::size_t most = std::min(v6.size(), most_clients(true, prefix));
+    const auto program = shun_program({}, std::span{v6}.first(most), prefix);
+    EXPECT_EQ(program.size(), shun_program_size(0, most, prefix)) << "/" << prefix;
+    uint16_t fresh_port = 0;
+    fd_guard fresh = listen_on(loopback, fresh_port);
+    const int err = attach_program(fresh.fd, program);
+    EXPECT_TRUE(err == 0 || err == ENOMEM) << "/" << prefix << ": " << std::strerror(err);
+    EXPECT_EQ(attach_program(fresh.fd, shun_program({}, std::span{v6}.first(10), prefix)), 0)
+        << "/" << prefix;
+  }
+  EXPECT_EQ(shun_program_per_v6(128), 9u);
+  EXPECT_EQ(shun_program_per_v6(64), 5u);
+  EXPECT_EQ(shun_program_per_v6(56), 5u);
+
+  // Fed more IPv6 offenders than fit, the shunner keeps the longest list the socket takes and
+  // stays on (the kernel's ENOMEM is "full", not "broken").
+  quiet_log quiet;
+  fixture f{10s, 1};
+  f.shun.watch(l.fd);
+  for (std::size_t i = 0; i < v6.size(); ++i) f.offend(ip::address_v6(v6[i]), 1);
+  EXPECT_GT(f.shun.size(), 100u);
+  EXPECT_LE(f.shun.size(), most_clients(true, 64));
+  RecordProperty("ipv6_clients_shunned", static_cast<int>(f.shun.size()));
+  EXPECT_TRUE(f.shun.filtering());
+  EXPECT_EQ(f.gauge.load(), static_cast<int64_t>(f.shun.size()));
+  f.offend(attacker, 1);  // an IPv4 client costs two instructions: it may still fit, or not
+  auto c = connect_from(loopback, loopback, port);
+  EXPECT_TRUE(connected_within(c, answered)) << "the filter works for everyone else";
 }
 
 TEST(shunner, off_when_its_duration_is_zero) {
