@@ -160,14 +160,17 @@ void shunner::refused(const boost::asio::ip::address& addr, std::string_view key
           "logged once a minute)",
           until_.size(), key, why);
   };
-  if (cost() + need > bpf_max_ops) return full("4096 instructions");
+  const auto ops = cost() + need;
+  if (ops > bpf_max_ops) return full("4096 instructions");
+  if (ops >= refused_ops_) return full("net.core.optmem_max");  // no rebuild per refusal
   const auto it = until_.emplace(a, now + opts_.duration).first;
   if (const int err = apply(); err != 0) {
     // The listeners keep the filter they had (a refused attach changes nothing): too big for the
     // socket's option memory, most likely. Then the list is as long as it gets here.
     until_.erase(it);
-    if (!until_.empty() && (err == ENOMEM || err == EINVAL)) {
-      if (apply() == 0) return full(err == ENOMEM ? "net.core.optmem_max" : "the kernel's");
+    if (!until_.empty() && (err == ENOMEM || err == EINVAL) && apply() == 0) {
+      refused_ops_ = ops;
+      return full(err == ENOMEM ? "net.core.optmem_max" : "the kernel's");
     }
     give_up(err);
     return;

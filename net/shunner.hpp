@@ -114,9 +114,10 @@ class shunner {
   boost::asio::steady_timer timer_;
   std::map<boost::asio::ip::address, limiter_clock::time_point> until_;
   std::vector<int> fds_;
-  bool attached_ = false;       // the listeners have a filter now
-  bool ever_attached_ = false;  // ... or had one: accepted sockets may carry a copy
-  bool broken_ = false;         // the kernel refused the filter: shunning is off
+  bool attached_ = false;               // the listeners have a filter now
+  bool ever_attached_ = false;          // ... or had one: accepted sockets may carry a copy
+  std::size_t refused_ops_ = SIZE_MAX;  // the shortest program the kernel refused (too big)
+  bool broken_ = false;                 // the kernel refused the filter: shunning is off
   bool stopped_ = false;
   std::atomic<int64_t> full_logged_s_{0};
 };
