@@ -206,6 +206,9 @@ const std::vector<option>& options() {
       number("limits.shun_after", RELAY_FIELD(server.shun_after), 1, 10'000'000,
              "Refusals at accept (rate.connections_*, max_connections_per_ip) of one address "
              "within about 10 s that shun it."),
+      number("limits.shun_max_s", RELAY_FIELD(server.shun_max_s), 0, day_s,
+             "Longest shun: an address shunned again within its probation (as long as its last "
+             "shun) is shunned twice as long, up to this."),
       number("limits.ipv6_prefix", RELAY_FIELD(server.ipv6_prefix), 16, 128,
              "Leading bits of an IPv6 address that name one client for the per-address limits "
              "and the shun (a subscriber gets a /64); 128: every address on its own."),

@@ -62,6 +62,7 @@ struct server_settings {
   unsigned shun_s = 60;                       // limits.shun_s: repeat offenders dropped (0 = off)
   uint32_t shun_after = 1000;                 // limits.shun_after: refusals at accept that shun
   unsigned ipv6_prefix = 64;                  // limits.ipv6_prefix: the bits of a client's address
+  unsigned shun_max_s = 3600;                 // limits.shun_max_s: a repeat offender's longest shun
   rate_limit rate_runs{20, 200};              // rate.runs_*: run creations per user
   rate_limit rate_events{50000, 100000};      // rate.events_*: producer events per user
   rate_limit rate_messages{200, 6000};        // rate.messages_*: room messages per user

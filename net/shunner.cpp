@@ -163,7 +163,8 @@ void shunner::refused(const boost::asio::ip::address& addr, std::string_view key
   const auto ops = cost() + need;
   if (ops > bpf_max_ops) return full("4096 instructions");
   if (ops >= refused_ops_) return full("net.core.optmem_max");  // no rebuild per refusal
-  const auto it = until_.emplace(a, now + opts_.duration).first;
+  const auto duration = next_duration(a, now);
+  const auto it = until_.emplace(a, now + duration).first;
   if (const int err = apply(); err != 0) {
     // The listeners keep the filter they had (a refused attach changes nothing): too big for the
     // socket's option memory, most likely. Then the list is as long as it gets here.
@@ -175,15 +176,41 @@ void shunner::refused(const boost::asio::ip::address& addr, std::string_view key
     give_up(err);
     return;
   }
+  remember(a, duration, now);
   refusals_.refuse(
       refusal::shunned, key,
-      "its connection attempts are dropped for " + std::to_string(opts_.duration.count()) + " s");
+      "its connection attempts are dropped for " + std::to_string(duration.count()) + " s");
   arm_timer();
+}
+
+// Twice the last shun while the client is on probation (up to max_duration), else the first.
+std::chrono::seconds shunner::next_duration(const boost::asio::ip::address& client,
+                                            limiter_clock::time_point now) const {
+  const auto most = std::max(opts_.duration, opts_.max_duration);
+  const auto it = past_.find(client);
+  if (it == past_.end() || it->second.forget_at <= now) return opts_.duration;
+  return std::min(most, it->second.duration * 2);
+}
+
+void shunner::remember(const boost::asio::ip::address& client, std::chrono::seconds duration,
+                       limiter_clock::time_point now) {
+  if (past_.size() >= max_remembered && !past_.count(client)) {
+    std::erase_if(past_, [now](const auto& e) { return e.second.forget_at <= now; });
+    if (past_.size() >= max_remembered) past_.clear();  // a flood of clients: forget in bulk
+  }
+  // Its probation lasts as long as this shun, from the shun's end.
+  past_[client] = past{duration, now + 2 * duration};
+}
+
+std::chrono::seconds shunner::last_duration(const boost::asio::ip::address& addr) const {
+  const auto it = past_.find(client_of(addr, opts_.v6_prefix));
+  return it == past_.end() ? std::chrono::seconds{0} : it->second.duration;
 }
 
 void shunner::expire(limiter_clock::time_point now) {
   const auto before = until_.size();
   std::erase_if(until_, [now](const auto& e) { return e.second <= now; });
+  std::erase_if(past_, [now](const auto& e) { return e.second.forget_at <= now; });
   if (until_.size() != before) {
     if (const int err = apply(); err != 0) give_up(err);
   }

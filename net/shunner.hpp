@@ -65,11 +65,15 @@ inline constexpr std::size_t bpf_max_ops = 4096;
 class shunner {
  public:
   struct options {
-    std::chrono::seconds duration{60};  // limits.shun_s (0: off)
-    uint32_t after = 1000;              // limits.shun_after: refusals, in about 10 s
-    std::size_t max_keys = 100000;      // rate.max_keys: refusal buckets kept at most
-    unsigned v6_prefix = 64;            // limits.ipv6_prefix: an IPv6 client is this prefix
+    std::chrono::seconds duration{60};     // limits.shun_s (0: off): a first shun
+    uint32_t after = 1000;                 // limits.shun_after: refusals, in about 10 s
+    std::size_t max_keys = 100000;         // rate.max_keys: refusal buckets kept at most
+    unsigned v6_prefix = 64;               // limits.ipv6_prefix: an IPv6 client is this prefix
+    std::chrono::seconds max_duration{0};  // limits.shun_max_s: the longest (below duration: it)
   };
+
+  /// Clients remembered after their shun ended, for escalation (bounded like the buckets).
+  static constexpr std::size_t max_remembered = 10000;
 
   /// Runs on `ioc`, the listeners' thread: every member is called there (or before it runs).
   shunner(boost::asio::io_context& ioc, options opts, net::refusals& refusals,
@@ -83,7 +87,8 @@ class shunner {
   void watch(int listen_fd);
   /// Notes one refusal at accept of a connection from `addr` (`key`: client_key of it); shuns its
   /// client (client_of) when its refusals have emptied its bucket (`after` deep, refilled at
-  /// `after` per 10 s).
+  /// `after` per 10 s). A client shunned again within its probation (as long as its last shun,
+  /// from its end) is shunned twice as long as last time, up to max_duration.
   void refused(const boost::asio::ip::address& addr, std::string_view key,
                limiter_clock::time_point now = limiter_clock::now());
   /// Drops the filter an accepted socket inherited from its listener (a no-op until something
@@ -98,6 +103,9 @@ class shunner {
   /// True when connections from `addr` are dropped (its client is shunned).
   bool shunned(const boost::asio::ip::address& addr) const;
   std::size_t size() const noexcept { return until_.size(); }
+  /// How long `addr`'s client is shunned for (its current shun, or its last one while it is
+  /// remembered for its probation); zero when neither.
+  std::chrono::seconds last_duration(const boost::asio::ip::address& addr) const;
   /// True while the kernel filters: something is shunned and the filter is attached.
   bool filtering() const noexcept { return attached_; }
 
@@ -106,13 +114,22 @@ class shunner {
   void give_up(int err);
   void arm_timer();
   std::size_t cost() const noexcept;
+  std::chrono::seconds next_duration(const boost::asio::ip::address& client,
+                                     limiter_clock::time_point now) const;
+  void remember(const boost::asio::ip::address& client, std::chrono::seconds duration,
+                limiter_clock::time_point now);
 
   options opts_;
   net::refusals& refusals_;
   std::atomic<int64_t>& gauge_;
   keyed_limiter buckets_;
   boost::asio::steady_timer timer_;
+  struct past {
+    std::chrono::seconds duration;        // of its last shun
+    limiter_clock::time_point forget_at;  // the end of its probation
+  };
   std::map<boost::asio::ip::address, limiter_clock::time_point> until_;
+  std::map<boost::asio::ip::address, past> past_;  // shunned now or on probation
   std::vector<int> fds_;
   bool attached_ = false;               // the listeners have a filter now
   bool ever_attached_ = false;          // ... or had one: accepted sockets may carry a copy

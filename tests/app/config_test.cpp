@@ -68,6 +68,7 @@ TEST(config, every_documented_key_is_an_option) {
       "limits.max_connections_per_ip",
       "limits.shun_s",
       "limits.shun_after",
+      "limits.shun_max_s",
       "limits.ipv6_prefix",
       "limits.body_timeout_s",
       "sse.outbound_limit_bytes",

@@ -232,6 +232,42 @@ TEST(shunner, one_expiry_lifts_only_the_addresses_whose_time_is_up) {
   EXPECT_FALSE(connected_within(b, dropped));
 }
 
+TEST(shunner, a_repeat_offender_is_shunned_twice_as_long_each_time_up_to_the_most) {
+  boost::asio::io_context ioc;
+  net::refusals r;
+  std::atomic<int64_t> gauge{0};
+  shunner shun{ioc, shunner::options{10s, 3, 1000, 64, 35s}, r, gauge};
+  auto t = limiter_clock::now();
+  // Shunned at t for d, then again right after the shun ends (within its probation of d).
+  auto shun_and_wait = [&](std::chrono::seconds expected) {
+    for (int i = 0; i < 4; ++i) shun.refused(attacker, "127.0.0.3", t);
+    EXPECT_TRUE(shun.shunned(attacker));
+    EXPECT_EQ(shun.last_duration(attacker), expected);
+    shun.expire(t + expected - 1s);
+    EXPECT_TRUE(shun.shunned(attacker)) << "still within " << expected.count() << " s";
+    t += expected;
+    shun.expire(t);
+    EXPECT_FALSE(shun.shunned(attacker)) << "over after " << expected.count() << " s";
+    t += 1s;  // back at once: the bucket has refilled by a few refusals only
+  };
+  shun_and_wait(10s);
+  shun_and_wait(20s);
+  shun_and_wait(35s);  // 40 s, capped
+  shun_and_wait(35s);
+  EXPECT_EQ(r.count(refusal::shunned), 4u);
+
+  // Quiet through a whole probation: forgiven, back to the first duration.
+  t += 36s;
+  shun.expire(t);
+  EXPECT_EQ(shun.last_duration(attacker), 0s);
+  for (int i = 0; i < 4; ++i) shun.refused(attacker, "127.0.0.3", t);
+  EXPECT_EQ(shun.last_duration(attacker), 10s);
+  // Another client starts at the first duration whatever this one did.
+  const auto other = ip::make_address("127.0.0.4");
+  for (int i = 0; i < 4; ++i) shun.refused(other, "127.0.0.4", t);
+  EXPECT_EQ(shun.last_duration(other), 10s);
+}
+
 TEST(shunner, refusals_spread_out_below_the_refill_never_shun) {
   fixture f{10s, 10};  // 10 deep, refilled at 1 a second
   const auto t0 = limiter_clock::now();
