@@ -21,9 +21,9 @@ void net_counters::append_to(std::vector<metric_sample>& out) const {
   add(out, "relay_connections", "Open client connections.", "gauge", connections);
   add(out, "relay_sse_sessions", "Open SSE streams.", "gauge", sse_sessions);
   add(out, "relay_ws_sessions", "Open WebSocket connections.", "gauge", ws_sessions);
-  add(out, "relay_shunned_addresses",
-      "Client addresses whose connection attempts are dropped (limits.shun_s).", "gauge",
-      shunned_addresses);
+  add(out, "relay_shunned_clients",
+      "Clients (addresses, IPv6 prefixes) whose connection attempts are dropped (limits.shun_s).",
+      "gauge", shunned_clients);
   add(out, "relay_ws_messages_in_total", "WebSocket messages received from clients.", "counter",
       ws_messages_in);
   add(out, "relay_ws_errors_total", "WebSocket error answers to client ops.", "counter", ws_errors);

@@ -15,7 +15,7 @@ struct net_counters {
   std::atomic<int64_t> connections{0};           // gauge: open client sockets
   std::atomic<int64_t> sse_sessions{0};          // gauge: streams past their response header
   std::atomic<int64_t> ws_sessions{0};           // gauge: upgraded WebSocket connections
-  std::atomic<int64_t> shunned_addresses{0};     // gauge: addresses the kernel drops (shunner)
+  std::atomic<int64_t> shunned_clients{0};       // gauge: clients the kernel drops (shunner)
   std::atomic<uint64_t> ws_messages_in{0};       // client WebSocket messages (data frames)
   std::atomic<uint64_t> ws_errors{0};            // `error` answers to client ops
   std::atomic<uint64_t> http_requests{0};        // requests read (answered or streamed)

@@ -85,7 +85,7 @@ void server::start() {
         accept_context,
         net::shunner::options{std::chrono::seconds(cfg.shun_s), cfg.shun_after, cfg.rate_max_keys,
                               cfg.ipv6_prefix, std::chrono::seconds(cfg.shun_max_s)},
-        state.refusals(), state.counters().shunned_addresses);
+        state.refusals(), state.counters().shunned_clients);
   impl_->listener =
       std::make_shared<net::listener>(accept_context, net::tcp::endpoint{address, cfg.port},
                                       impl_->state, nullptr, impl_->shunner.get());

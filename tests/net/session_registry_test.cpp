@@ -78,7 +78,7 @@ TEST(net_counters, every_counter_is_exported) {
   c.cors_refusals = 4;
   c.tls_handshake_failures = 5;
   c.auth_failures = 4;
-  c.shunned_addresses = 2;
+  c.shunned_clients = 2;
   std::vector<metric_sample> out;
   c.append_to(out);
   ASSERT_EQ(out.size(), 18u);
@@ -92,7 +92,7 @@ TEST(net_counters, every_counter_is_exported) {
   };
   EXPECT_EQ(value_of("relay_writes_total", "counter"), 3.0);
   EXPECT_EQ(value_of("relay_ws_sessions", "gauge"), 2.0);
-  EXPECT_EQ(value_of("relay_shunned_addresses", "gauge"), 2.0);
+  EXPECT_EQ(value_of("relay_shunned_clients", "gauge"), 2.0);
   EXPECT_EQ(value_of("relay_ws_messages_in_total", "counter"), 0.0);
   EXPECT_EQ(value_of("relay_ws_errors_total", "counter"), 0.0);
   EXPECT_EQ(value_of("relay_cors_refusals_total", "counter"), 4.0);
