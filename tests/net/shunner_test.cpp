@@ -16,11 +16,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <random>
 #include <span>
 #include <string>
 #include <utility>
@@ -451,6 +453,136 @@ TEST(shunner, ipv6_programs_of_every_prefix_length_are_valid_and_a_long_list_sta
   f.offend(attacker, 1);  // an IPv4 client costs two instructions: it may still fit, or not
   auto c = connect_from(loopback, loopback, port);
   EXPECT_TRUE(connected_within(c, answered)) << "the filter works for everyone else";
+}
+
+// A classic BPF interpreter for what shun_program emits, over an IP header: the program's
+// verdict (0: drop) for a packet from `source`. Anything else it meets fails the test.
+uint32_t run_filter(const std::vector<bpf_op>& program, const ip::address& source) {
+  std::array<uint8_t, 40> header{};
+  if (source.is_v4()) {
+    header[0] = 0x45;
+    const auto b = source.to_v4().to_bytes();
+    std::copy(b.begin(), b.end(), header.begin() + 12);
+  } else {
+    header[0] = 0x60;
+    const auto b = source.to_v6().to_bytes();
+    std::copy(b.begin(), b.end(), header.begin() + 8);
+  }
+  const auto net = static_cast<uint32_t>(SKF_NET_OFF);
+  auto load = [&](uint32_t k, std::size_t size) -> uint32_t {
+    EXPECT_GE(k, net);
+    const std::size_t off = k - net;
+    EXPECT_LE(off + size, header.size());
+    uint32_t v = 0;
+    for (std::size_t i = 0; i < size && off + i < header.size(); ++i)
+      v = (v << 8) | header[off + i];
+    return v;
+  };
+  uint32_t a = 0;
+  std::array<uint32_t, BPF_MEMWORDS> mem{};
+  for (std::size_t pc = 0; pc < program.size(); ++pc) {
+    const auto& op = program[pc];
+    switch (op.code) {
+      case BPF_LD | BPF_B | BPF_ABS:
+        a = load(op.k, 1);
+        break;
+      case BPF_LD | BPF_W | BPF_ABS:
+        a = load(op.k, 4);
+        break;
+      case BPF_LD | BPF_MEM:
+        a = mem.at(op.k);
+        break;
+      case BPF_ST:
+        mem.at(op.k) = a;
+        break;
+      case BPF_ALU | BPF_RSH | BPF_K:
+        a >>= op.k;
+        break;
+      case BPF_ALU | BPF_AND | BPF_K:
+        a &= op.k;
+        break;
+      case BPF_JMP | BPF_JA:
+        pc += op.k;
+        break;
+      case BPF_JMP | BPF_JEQ | BPF_K:
+        pc += a == op.k ? op.jt : op.jf;
+        break;
+      case BPF_RET | BPF_K:
+        return op.k;
+      default:
+        ADD_FAILURE() << "unexpected instruction " << op.code << " at " << pc;
+        return 0;
+    }
+  }
+  ADD_FAILURE() << "ran off the end of the program";
+  return 0;
+}
+
+TEST(shun_program, drops_exactly_the_listed_clients_for_every_prefix_length) {
+  std::mt19937_64 rng{20261202};
+  auto random_v6 = [&] {
+    std::array<uint8_t, 16> b{};
+    for (auto& x : b) x = static_cast<uint8_t>(rng());
+    b[0] = 0x20;  // never ::ffff:a.b.c.d (an IPv4 client)
+    return ip::address_v6(b);
+  };
+  auto flip_bit = [](ip::address_v6 a, unsigned bit) {
+    auto b = a.to_bytes();
+    b[bit / 8] ^= static_cast<uint8_t>(0x80u >> (bit % 8));
+    return ip::address_v6(b);
+  };
+  for (unsigned prefix : {1u, 16u, 31u, 32u, 33u, 48u, 56u, 60u, 64u, 96u, 100u, 127u, 128u}) {
+    std::vector<uint32_t> v4;
+    std::vector<std::array<uint8_t, 16>> v6;
+    std::vector<ip::address> listed;
+    for (int i = 0; i < 40; ++i) {
+      const auto c = client_of(random_v6(), prefix);
+      v6.push_back(c.to_v6().to_bytes());
+      listed.push_back(c);
+      const auto a4 = ip::make_address_v4(static_cast<uint32_t>(rng()));
+      v4.push_back(a4.to_uint());
+      listed.push_back(a4);
+    }
+    const auto program = shun_program(v4, v6, prefix);
+    ASSERT_EQ(program.size(), shun_program_size(v4.size(), v6.size(), prefix));
+    auto expect = [&](const ip::address& source, bool dropped) {
+      EXPECT_EQ(run_filter(program, source) == 0, dropped)
+          << "/" << prefix << " " << source.to_string();
+    };
+    for (std::size_t i = 0; i < v6.size(); ++i) {
+      const ip::address_v6 c{v6[i]};
+      expect(c, true);
+      // Any address inside the prefix is the same client; a bit flipped inside it is another.
+      auto inside = random_v6().to_bytes();
+      const auto cb = c.to_bytes();
+      for (unsigned bit = 0; bit < prefix; ++bit) {
+        const uint8_t mask = static_cast<uint8_t>(0x80u >> (bit % 8));
+        inside[bit / 8] = static_cast<uint8_t>((inside[bit / 8] & ~mask) | (cb[bit / 8] & mask));
+      }
+      expect(ip::address_v6(inside), true);
+      const auto outside = flip_bit(c, static_cast<unsigned>(rng() % prefix));
+      const bool also_listed =
+          std::find(listed.begin(), listed.end(), client_of(outside, prefix)) != listed.end();
+      expect(outside, also_listed);
+    }
+    for (const auto a : v4) {
+      expect(ip::make_address_v4(a), true);
+      const auto other = ip::make_address_v4(a ^ (1u << (rng() % 32)));
+      const bool also_listed = std::find(v4.begin(), v4.end(), other.to_uint()) != v4.end();
+      expect(other, also_listed);
+    }
+    for (int i = 0; i < 200; ++i) {
+      const auto a6 = random_v6();
+      const bool listed6 =
+          std::find(listed.begin(), listed.end(), client_of(a6, prefix)) != listed.end();
+      expect(a6, listed6);
+      const auto a4 = ip::make_address_v4(static_cast<uint32_t>(rng()));
+      expect(a4, std::find(v4.begin(), v4.end(), a4.to_uint()) != v4.end());
+    }
+  }
+  // Empty lists keep everything.
+  EXPECT_NE(run_filter(shun_program({}, {}, 64), attacker), 0u);
+  EXPECT_NE(run_filter(shun_program({}, {}, 64), ip::make_address("2001:db8::1")), 0u);
 }
 
 TEST(shunner, off_when_its_duration_is_zero) {
