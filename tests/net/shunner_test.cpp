@@ -127,6 +127,14 @@ struct fixture {
   explicit fixture(std::chrono::seconds duration, uint32_t after = 3)
       : shun(ioc, shunner::options{duration, after, 1000}, refusals, gauge) {}
 
+  // A listening socket on `host` that the shunner filters (closed with the fixture): its fd.
+  int listen(const ip::address& host, uint16_t& port) {
+    listeners.push_back(listen_on(host, port));
+    if (listeners.back().fd >= 0) shun.watch(listeners.back().fd);
+    return listeners.back().fd;
+  }
+  std::vector<fd_guard> listeners;
+
   // Refusals of `addr` until it is shunned (after + 1: the bucket holds `after`).
   void offend(const ip::address& addr, uint32_t after = 3) {
     const auto now = limiter_clock::now();
@@ -138,11 +146,10 @@ const auto loopback = ip::make_address("127.0.0.1");
 const auto attacker = ip::make_address("127.0.0.3");
 
 TEST(shunner, drops_the_connection_attempts_of_an_address_past_its_refusals_and_no_other) {
-  uint16_t port = 0;
-  auto l = listen_on(loopback, port);
-  ASSERT_GE(l.fd, 0);
   fixture f{10s};
-  f.shun.watch(l.fd);
+  uint16_t port = 0;
+  const int l = f.listen(loopback, port);
+  ASSERT_GE(l, 0);
 
   const auto now = limiter_clock::now();
   for (int i = 0; i < 3; ++i) f.shun.refused(attacker, "127.0.0.3", now);
@@ -169,32 +176,30 @@ TEST(shunner, drops_the_connection_attempts_of_an_address_past_its_refusals_and_
 }
 
 TEST(shunner, an_accepted_connection_sheds_the_filter_it_inherits) {
-  uint16_t port = 0;
-  auto l = listen_on(loopback, port);
-  ASSERT_GE(l.fd, 0);
   fixture f{10s};
-  f.shun.watch(l.fd);
-  EXPECT_EQ(filter_length(l.fd), 0);
+  uint16_t port = 0;
+  const int l = f.listen(loopback, port);
+  ASSERT_GE(l, 0);
+  EXPECT_EQ(filter_length(l), 0);
   f.offend(attacker);
   ASSERT_TRUE(f.shun.filtering());
-  EXPECT_GT(filter_length(l.fd), 0);
+  EXPECT_GT(filter_length(l), 0);
 
   auto c = connect_from(loopback, loopback, port);
   ASSERT_TRUE(connected_within(c, answered));
-  fd_guard accepted{::accept(l.fd, nullptr, nullptr)};
+  fd_guard accepted{::accept(l, nullptr, nullptr)};
   ASSERT_GE(accepted.fd, 0);
-  EXPECT_EQ(filter_length(accepted.fd), filter_length(l.fd)) << "the kernel copies it";
+  EXPECT_EQ(filter_length(accepted.fd), filter_length(l)) << "the kernel copies it";
   f.shun.clear_inherited(accepted.fd);
   EXPECT_EQ(filter_length(accepted.fd), 0);
-  EXPECT_GT(filter_length(l.fd), 0) << "the listener keeps its filter";
+  EXPECT_GT(filter_length(l), 0) << "the listener keeps its filter";
 }
 
 TEST(shunner, the_shun_ends_after_its_time_and_the_filter_goes) {
-  uint16_t port = 0;
-  auto l = listen_on(loopback, port);
-  ASSERT_GE(l.fd, 0);
   fixture f{1s};
-  f.shun.watch(l.fd);
+  uint16_t port = 0;
+  const int l = f.listen(loopback, port);
+  ASSERT_GE(l, 0);
   f.offend(attacker);
   ASSERT_TRUE(f.shun.shunned(attacker));
   {
@@ -207,17 +212,16 @@ TEST(shunner, the_shun_ends_after_its_time_and_the_filter_goes) {
   EXPECT_FALSE(f.shun.shunned(attacker));
   EXPECT_FALSE(f.shun.filtering());
   EXPECT_EQ(f.gauge.load(), 0);
-  EXPECT_EQ(filter_length(l.fd), 0);
+  EXPECT_EQ(filter_length(l), 0);
   auto c = connect_from(attacker, loopback, port);
   EXPECT_TRUE(connected_within(c, answered));
 }
 
 TEST(shunner, one_expiry_lifts_only_the_addresses_whose_time_is_up) {
-  uint16_t port = 0;
-  auto l = listen_on(loopback, port);
-  ASSERT_GE(l.fd, 0);
   fixture f{10s};
-  f.shun.watch(l.fd);
+  uint16_t port = 0;
+  const int l = f.listen(loopback, port);
+  ASSERT_GE(l, 0);
   const auto first = ip::make_address("127.0.0.4");
   const auto t0 = limiter_clock::now();
   for (int i = 0; i < 4; ++i) f.shun.refused(first, "127.0.0.4", t0);
