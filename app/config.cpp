@@ -201,7 +201,7 @@ const std::vector<option>& options() {
              "Open connections per client address; past it 429 at once. 0 = off (behind a proxy "
              "every client has its address)."),
       number("limits.shun_s", RELAY_FIELD(server.shun_s), 0, day_s,
-             "Seconds an address that ignores its 429s is shunned: the kernel drops its "
+             "Seconds a client that ignores its 429s is first shunned: the kernel drops its "
              "connection attempts (a socket filter; Linux). 0 = off."),
       number("limits.shun_after", RELAY_FIELD(server.shun_after), 1, 10'000'000,
              "Refusals at accept (rate.connections_*, max_connections_per_ip) of one address "

@@ -2,12 +2,13 @@
 // Repeat offenders are dropped by the kernel (limits.shun_s). An address refused at accept again
 // and again (rate.connections_*, limits.max_connections_per_ip) is a client that ignores its 429s
 // and their Retry-After: answering each attempt still costs a handshake, an accept, a write and a
-// close, thousands a second from one address. Past limits.shun_after such refusals, the address is
-// shunned for limits.shun_s seconds: a classic BPF socket filter on the listening sockets drops
-// its SYNs before any socket exists, and its client retries on TCP's own backoff (1 s, 3 s, ...).
-// Connections it already has are left alone: an accepted socket sheds the copy of the filter it
-// inherits from its listener. Linux only; where the filter cannot be attached, refusals go on as
-// before (logged once).
+// close, thousands a second from one address. Past limits.shun_after such refusals, the client
+// (the address; an IPv6 one's /64) is shunned for limits.shun_s seconds, twice as long each time
+// it comes back within its probation (up to limits.shun_max_s): a classic BPF socket filter on the
+// listening sockets drops its SYNs before any socket exists, and its client waits out TCP's own
+// retries (after 1, 2, 3, 4, 6, 10 s, ... on Linux 6). Connections it already has are left alone:
+// an accepted socket sheds the copy of the filter it inherits from its listener. Linux only; where
+// the filter cannot be attached, refusals go on as before (logged once).
 
 #include <array>
 #include <atomic>
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
