@@ -135,11 +135,8 @@ void api::handle(request&& req, const session_ptr& s) {
       return state_.node().get_run(who, std::move(r->id), answer_on<run_info>(s, [](run_info info) {
                                      return json_response(http::status::ok, run_info_json(info));
                                    }));
-    case endpoint::run_append: {
-      const bool audit_it =
-          at_least(who.who, role::service) && state_.audit().first_append(who.sub, r->id);
-      return append(req, who, std::move(r->id), s, audit_it);
-    }
+    case endpoint::run_append:
+      return append(req, who, std::move(r->id), s);
     case endpoint::run_stream:
       return stream(req, who, "run:" + r->id, false, expires_at_s, s);
     case endpoint::run_complete:
@@ -373,8 +370,7 @@ void api::list_runs(const request& req, const caller& who, const session_ptr& s)
                           }));
 }
 
-void api::append(const request& req, const caller& who, std::string id, const session_ptr& s,
-                 bool audit_it) {
+void api::append(const request& req, const caller& who, std::string id, const session_ptr& s) {
   auto events = parse_events(req.body(), state_.node().limits());
   if (!events) return refuse_input(events.err(), who, s);
   // All the POST's events or none: a refused batch appends nothing.
@@ -384,7 +380,8 @@ void api::append(const request& req, const caller& who, std::string id, const se
   auto done = answer_on<uint64_t>(s, [](uint64_t last_seq) {
     return json_response(http::status::accepted, "{\"last_seq\":" + std::to_string(last_seq) + "}");
   });
-  if (audit_it)
+  // The first append of a service (or admin) to this run that reaches the run is audited.
+  if (at_least(who.who, role::service) && state_.audit().first_append(who.sub, id))
     done = audited(state_.audit(), "run.append", producer_fields(who, id, s), std::move(done));
   state_.node().append(who, std::move(id), std::move(*events), std::move(done));
 }

@@ -93,9 +93,8 @@ class api {
   static audit_log::owned_fields producer_fields(const caller& who, std::string_view run,
                                                  const std::shared_ptr<http_session>& s);
   void list_runs(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
-  /// `audit_it`: the first append of a service or admin to this run (one audit line).
   void append(const request& req, const caller& who, std::string id,
-              const std::shared_ptr<http_session>& s, bool audit_it);
+              const std::shared_ptr<http_session>& s);
   void finish(const request& req, const caller& who, std::string id, finish_kind how,
               const std::shared_ptr<http_session>& s);
   /// SSE on a topic; without Last-Event-ID or `after`, a run starts at 0 and a room "now".

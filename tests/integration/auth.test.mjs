@@ -301,6 +301,8 @@ describe('auth depth', { timeout: 120_000 }, () => {
     const created = await api(srv.url, 'POST', '/v1/runs', { token: svc, body: { kind: 'external', owner: 'alice' } });
     assert.equal(created.status, 201, created.text);
     const id = created.json.id;
+    // A malformed first append reaches no run: no line, and the next append is still the first.
+    assert.equal((await api(srv.url, 'POST', `/v1/runs/${id}/events`, { token: svc, body: { data: 1 } })).status, 400);
     for (let i = 0; i < 3; i++) {
       const a = await api(srv.url, 'POST', `/v1/runs/${id}/events`, { token: svc, body: { type: 'delta', data: i } });
       assert.equal(a.status, 202, a.text);
