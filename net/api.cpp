@@ -248,14 +248,6 @@ void api::auth_failed(std::string_view peer, const error& why) const {
   state_.audit().auth_failure(peer_ip(peer), why.message);
 }
 
-audit_log::owned_fields api::producer_fields(const caller& who, std::string_view run,
-                                             const session_ptr& s) {
-  return {{"sub", who.sub},
-          {"role", std::string{to_string(who.who)}},
-          {"run", std::string{run}},
-          {"ip", std::string{peer_ip(s->peer())}}};
-}
-
 namespace {
 
 /// True when the comma-separated header value lists `token` (case-insensitive).
@@ -382,7 +374,8 @@ void api::append(const request& req, const caller& who, std::string id, const se
   });
   // The first append of a service (or admin) to this run that reaches the run is audited.
   if (at_least(who.who, role::service) && state_.audit().first_append(who.sub, id))
-    done = audited(state_.audit(), "run.append", producer_fields(who, id, s), std::move(done));
+    done =
+        audited(state_.audit(), "run.append", producer_fields(who, id, s->peer()), std::move(done));
   state_.node().append(who, std::move(id), std::move(*events), std::move(done));
 }
 
@@ -402,7 +395,7 @@ void api::finish(const request& req, const caller& who, std::string id, finish_k
     const auto* event = how == finish_kind::complete ? "run.complete"
                         : how == finish_kind::fail   ? "run.fail"
                                                      : "run.cancel";
-    done = audited(state_.audit(), event, producer_fields(who, id, s), std::move(done));
+    done = audited(state_.audit(), event, producer_fields(who, id, s->peer()), std::move(done));
   }
   state_.node().finish(who, std::move(id), how, std::move(data), std::move(done));
 }

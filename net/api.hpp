@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "actors/node.hpp"
-#include "net/audit_log.hpp"
 #include "net/responses.hpp"
 #include "protocols/cors.hpp"
 #include "protocols/jwt.hpp"
@@ -89,9 +88,6 @@ class api {
   response health() const;
   response metrics() const;
   void create_run(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
-  /// The fields of a service's (or admin's) producer action's audit line (net/audited.hpp).
-  static audit_log::owned_fields producer_fields(const caller& who, std::string_view run,
-                                                 const std::shared_ptr<http_session>& s);
   void list_runs(const request& req, const caller& who, const std::shared_ptr<http_session>& s);
   void append(const request& req, const caller& who, std::string id,
               const std::shared_ptr<http_session>& s);

@@ -4,6 +4,7 @@
 // answer goes on to the client.
 
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -12,6 +13,16 @@
 #include "net/audit_log.hpp"
 
 namespace relay::net {
+
+/// The fields of a service's (or admin's) action on a run: `sub`, `role`, `run` and the `ip` of
+/// `peer` ("address:port").
+inline audit_log::owned_fields producer_fields(const caller& who, std::string_view run,
+                                               std::string_view peer) {
+  return {{"sub", who.sub},
+          {"role", std::string{to_string(who.who)}},
+          {"run", std::string{run}},
+          {"ip", std::string{peer_ip(peer)}}};
+}
 
 /// `event` with `fields`, `result` and (for a created run) `run`, written when `next` is called.
 /// Off (`next` as is) when the audit log is. The log must outlive the callback: it is the

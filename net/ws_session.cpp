@@ -323,11 +323,7 @@ void ws_session::op_publish(ws::publish&& op, std::string&& ref) {
     send_text(ws::encode_ack_publish(ref, *r));
   });
   if (at_least(req_.who.who, role::service) && state_->audit().first_append(req_.who.sub, id))
-    done = audited(state_->audit(), "run.append",
-                   {{"sub", req_.who.sub},
-                    {"role", std::string{to_string(req_.who.who)}},
-                    {"run", id},
-                    {"ip", std::string{peer_ip(peer_)}}},
+    done = audited(state_->audit(), "run.append", producer_fields(req_.who, id, peer_),
                    std::move(done));
   std::vector<event_input> events;
   events.push_back(event_input{std::move(op.type), std::move(op.data)});
